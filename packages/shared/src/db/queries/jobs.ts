@@ -1,0 +1,181 @@
+/** The `jobs` protocol: insert queued, claim queued → running, flip running → terminal. */
+import { sql } from 'kysely';
+import type { DbOrTx } from '../client.ts';
+import type { Job } from '../types.ts';
+import type { JobStatus, WorkStage } from '../../stages.ts';
+
+/** Arbitrary constant key of the transaction-scoped lock that serializes claims fleet-wide. */
+export const CLAIM_LOCK_KEY = 0x6f726368; // 'orch'
+
+export async function insertQueuedJob(
+  db: DbOrTx,
+  j: { taskId: number; stage: WorkStage; attempt: number; delayS?: number },
+): Promise<Job> {
+  return db
+    .insertInto('jobs')
+    .values({
+      task_id: j.taskId,
+      stage: j.stage,
+      attempt: j.attempt,
+      run_after: sql<Date>`now() + make_interval(secs => ${j.delayS ?? 0})`,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function getJob(db: DbOrTx, id: number): Promise<Job | undefined> {
+  return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export async function listTaskJobs(db: DbOrTx, taskId: number): Promise<Job[]> {
+  return db.selectFrom('jobs').selectAll().where('task_id', '=', taskId).orderBy('id').execute();
+}
+
+export async function liveJobOfTask(db: DbOrTx, taskId: number): Promise<Job | undefined> {
+  return db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .where('status', 'in', ['queued', 'running'])
+    .executeTakeFirst();
+}
+
+export interface Claimer {
+  workerId: string;
+  host: string;
+  pid: number;
+  maxConcurrency: number;
+}
+
+/**
+ * Claim the oldest claimable queued job (`queued → running`), stamping worker/host/pid.
+ * Runs in its own transaction under a fleet-wide advisory lock, so the fleet cap
+ * (`maxConcurrency`) and each project's `max_concurrency` hold exactly under races.
+ * Claimable: due, task not terminal and not being cancelled, caps not reached.
+ */
+export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> {
+  return db.transaction().execute(async (tx) => {
+    await sql`SELECT pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`.execute(tx);
+    const candidate = await sql<{ id: number }>`
+      WITH running AS (
+        SELECT t.project_id, count(*)::int AS n
+        FROM jobs j JOIN tasks t ON t.id = j.task_id
+        WHERE j.status = 'running'
+        GROUP BY t.project_id
+      )
+      SELECT j.id
+      FROM jobs j
+      JOIN tasks t ON t.id = j.task_id
+      JOIN projects p ON p.id = t.project_id
+      LEFT JOIN running r ON r.project_id = p.id
+      WHERE j.status = 'queued'
+        AND j.run_after <= now()
+        AND t.stage NOT IN ('done', 'cancelled')
+        AND t.cancel_requested_at IS NULL
+        AND coalesce(r.n, 0) < p.max_concurrency
+        AND (SELECT coalesce(sum(n), 0) FROM running) < ${c.maxConcurrency}
+      ORDER BY j.run_after, j.id
+      LIMIT 1
+      FOR UPDATE OF j SKIP LOCKED
+    `.execute(tx);
+    const id = candidate.rows[0]?.id;
+    if (id === undefined) return null;
+    const claimed = await tx
+      .updateTable('jobs')
+      .set({ status: 'running', worker_id: c.workerId, host: c.host, pid: c.pid, started_at: sql`now()`, heartbeat_at: sql`now()` })
+      .where('id', '=', id)
+      .where('status', '=', 'queued')
+      .returningAll()
+      .executeTakeFirst();
+    return claimed ?? null;
+  });
+}
+
+export type TerminalJobStatus = Exclude<JobStatus, 'queued' | 'running'>;
+
+/**
+ * The one atomic terminal flip: `running → done|failed|cancelled` iff still running.
+ * Returns the flipped row, or null when someone else flipped it first (the loser does nothing).
+ */
+export async function flipRunningJob(
+  db: DbOrTx,
+  jobId: number,
+  to: TerminalJobStatus,
+  f: { reason?: string | null; error?: string | null; exitCode?: number | null; outcome?: string | null } = {},
+): Promise<Job | null> {
+  const row = await db
+    .updateTable('jobs')
+    .set({
+      status: to,
+      finished_at: sql`now()`,
+      reason: f.reason ?? null,
+      error: f.error ?? null,
+      exit_code: f.exitCode ?? null,
+      outcome: f.outcome ?? null,
+    })
+    .where('id', '=', jobId)
+    .where('status', '=', 'running')
+    .returningAll()
+    .executeTakeFirst();
+  return row ?? null;
+}
+
+/** `queued → cancelled` for every queued job of a task (never requeued). */
+export async function cancelQueuedJobs(db: DbOrTx, taskId: number, reason: string): Promise<Job[]> {
+  return db
+    .updateTable('jobs')
+    .set({ status: 'cancelled', finished_at: sql`now()`, reason })
+    .where('task_id', '=', taskId)
+    .where('status', '=', 'queued')
+    .returningAll()
+    .execute();
+}
+
+export async function heartbeatJobs(db: DbOrTx, workerId: string, jobIds: number[]): Promise<void> {
+  if (jobIds.length === 0) return;
+  await db
+    .updateTable('jobs')
+    .set({ heartbeat_at: sql`now()` })
+    .where('id', 'in', jobIds)
+    .where('worker_id', '=', workerId)
+    .where('status', '=', 'running')
+    .execute();
+}
+
+export async function setTestExitCode(db: DbOrTx, jobId: number, code: number): Promise<void> {
+  await db.updateTable('jobs').set({ test_exit_code: code }).where('id', '=', jobId).where('status', '=', 'running').execute();
+}
+
+/** Status and cancel flag of the given jobs: what a worker's cancel watch polls. */
+export async function watchJobs(
+  db: DbOrTx,
+  jobIds: number[],
+): Promise<Array<{ id: number; status: JobStatus; cancel_requested: boolean }>> {
+  if (jobIds.length === 0) return [];
+  const rows = await db
+    .selectFrom('jobs')
+    .innerJoin('tasks', 'tasks.id', 'jobs.task_id')
+    .select(['jobs.id', 'jobs.status', 'tasks.cancel_requested_at'])
+    .where('jobs.id', 'in', jobIds)
+    .execute();
+  return rows.map((r) => ({ id: r.id, status: r.status, cancel_requested: r.cancel_requested_at !== null }));
+}
+
+export async function countJobsByStatus(db: DbOrTx): Promise<Record<JobStatus, number>> {
+  const rows = await db.selectFrom('jobs').select(['status', sql<number>`count(*)::int`.as('n')]).groupBy('status').execute();
+  const out: Record<JobStatus, number> = { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 };
+  for (const r of rows) out[r.status] = r.n;
+  return out;
+}
+
+/** Is there a queued job that is due now? (the dispatch backstop) */
+export async function hasDueQueuedJob(db: DbOrTx): Promise<boolean> {
+  const r = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', '=', 'queued')
+    .where('run_after', '<=', sql<Date>`now()`)
+    .limit(1)
+    .executeTakeFirst();
+  return r !== undefined;
+}

@@ -1,0 +1,49 @@
+/** Outbound tracker calls, written in the transaction of the change that causes them. */
+import { sql } from 'kysely';
+import type { DbOrTx } from '../client.ts';
+import type { OutboxTable } from '../types.ts';
+import type { Selectable } from 'kysely';
+
+export type OutboxRow = Selectable<OutboxTable>;
+
+export async function insertOutbox(
+  db: DbOrTx,
+  o: { taskId: number | null; kind: 'set_state' | 'comment'; payload: Record<string, unknown> },
+): Promise<void> {
+  await db.insertInto('outbox').values({ task_id: o.taskId, kind: o.kind, payload: JSON.stringify(o.payload) }).execute();
+}
+
+/** Claim due rows for delivery (SKIP LOCKED: several deliverers never send one row twice at once). */
+export async function dueOutbox(db: DbOrTx, limit: number): Promise<OutboxRow[]> {
+  return db
+    .selectFrom('outbox')
+    .selectAll()
+    .where('delivered_at', 'is', null)
+    .where('next_attempt_at', '<=', sql<Date>`now()`)
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+}
+
+export async function markOutboxDelivered(db: DbOrTx, id: number): Promise<void> {
+  await db.updateTable('outbox').set({ delivered_at: sql`now()` }).where('id', '=', id).execute();
+}
+
+export async function markOutboxFailed(db: DbOrTx, id: number, error: string, retryAt: Date): Promise<void> {
+  await db
+    .updateTable('outbox')
+    .set({ attempts: sql`attempts + 1`, last_error: error.slice(0, 2000), next_attempt_at: retryAt })
+    .where('id', '=', id)
+    .execute();
+}
+
+export async function outboxBacklog(db: DbOrTx): Promise<number> {
+  const r = await db
+    .selectFrom('outbox')
+    .select(sql<number>`count(*)::int`.as('n'))
+    .where('delivered_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  return r.n;
+}

@@ -1,0 +1,97 @@
+/** The `GET /queue` snapshot (and `orch status`): one read of everything an operator asks first. */
+import { sql } from 'kysely';
+import type { DbOrTx } from '../client.ts';
+import { countJobsByStatus } from './jobs.ts';
+import { listActiveWorkers } from './workers.ts';
+import { listLeases } from './merge-leases.ts';
+
+export interface QueueSnapshot {
+  jobs: {
+    counts: Record<string, number>;
+    running: Array<{
+      id: number;
+      task_id: number;
+      stage: string;
+      attempt: number;
+      worker_id: string | null;
+      host: string | null;
+      pid: number | null;
+      started_at: Date;
+      heartbeat_at: Date | null;
+      finished_age_s: number | null;
+    }>;
+  };
+  workers: Awaited<ReturnType<typeof listActiveWorkers>>;
+  reaper: {
+    enabled: boolean;
+    leader: string | null;
+    last_tick_at: Date | null;
+    interval_s: number;
+    reaped: { dead_owner: number; known_outcome: number; max_running: number };
+    lease_reclaims: number;
+    last_error: string | null;
+  };
+  stop: { enabled: boolean; pending: number[]; deferred: number[]; completed_total: number; last_error: string | null };
+  merge: { leases: Array<{ project: string; job_id: number; backend_pid: number; acquired_at: Date; age_s: number }> };
+}
+
+export async function queueSnapshot(
+  db: DbOrTx,
+  settings: { reaperEnabled: boolean; reaperIntervalS: number; stopEnabled: boolean },
+): Promise<QueueSnapshot> {
+  const counts = await countJobsByStatus(db);
+  const running = await sql<QueueSnapshot['jobs']['running'][number]>`
+    SELECT j.id, j.task_id, j.stage, j.attempt, j.worker_id, j.host, j.pid, j.started_at, j.heartbeat_at,
+           CASE WHEN r.exit_code IS NOT NULL
+                THEN round(extract(epoch FROM now() - r.finished_at)::numeric, 3)::float8 END AS finished_age_s
+    FROM jobs j LEFT JOIN agent_runs r ON r.job_id = j.id
+    WHERE j.status = 'running'
+    ORDER BY j.started_at
+  `.execute(db);
+  const workers = await listActiveWorkers(db);
+  const reaperRows = await db.selectFrom('reaper_state').selectAll().orderBy('updated_at', 'desc').execute();
+  // A leader row whose ticks stopped (the process died) is not a leader any more.
+  const fresh = (r: (typeof reaperRows)[number]) =>
+    r.last_tick_at !== null && Date.now() - r.last_tick_at.getTime() < (3 * r.interval_s + 1) * 1000;
+  const leader = reaperRows.find((r) => r.is_leader && fresh(r)) ?? null;
+  const sum = (k: 'reaped_dead_owner' | 'reaped_known_outcome' | 'reaped_max_running' | 'lease_reclaims') =>
+    reaperRows.reduce((n, r) => n + Number(r[k]), 0);
+  const lastError = reaperRows.filter((r) => r.last_error_at).sort((a, b) => b.last_error_at!.getTime() - a.last_error_at!.getTime())[0];
+  const cancels = await sql<{ id: number; critical: boolean }>`
+    SELECT id, critical_started_at IS NOT NULL AS critical FROM tasks
+    WHERE cancel_requested_at IS NOT NULL AND cancelled_at IS NULL AND stage NOT IN ('done', 'cancelled')
+    ORDER BY id
+  `.execute(db);
+  const cancelled = await sql<{ n: number }>`SELECT count(*)::int AS n FROM tasks WHERE stage = 'cancelled'`.execute(db);
+  const cancelError = await db
+    .selectFrom('task_events')
+    .select(['reason'])
+    .where('kind', '=', 'cancel_error')
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  const leases = await listLeases(db);
+  return {
+    jobs: { counts, running: running.rows },
+    workers,
+    reaper: {
+      enabled: settings.reaperEnabled,
+      leader: leader ? `${leader.host}:${leader.pid}` : null,
+      last_tick_at: leader?.last_tick_at ?? reaperRows[0]?.last_tick_at ?? null,
+      interval_s: settings.reaperIntervalS,
+      reaped: { dead_owner: sum('reaped_dead_owner'), known_outcome: sum('reaped_known_outcome'), max_running: sum('reaped_max_running') },
+      lease_reclaims: sum('lease_reclaims'),
+      last_error: lastError?.last_error ?? null,
+    },
+    stop: {
+      enabled: settings.stopEnabled,
+      pending: cancels.rows.filter((c) => !c.critical).map((c) => c.id),
+      deferred: cancels.rows.filter((c) => c.critical).map((c) => c.id),
+      completed_total: cancelled.rows[0]?.n ?? 0,
+      last_error: cancelError?.reason ?? null,
+    },
+    merge: {
+      leases: leases.map((l) => ({ project: l.project, job_id: l.job_id, backend_pid: l.backend_pid, acquired_at: l.acquired_at, age_s: l.age_s })),
+    },
+  };
+}

@@ -1,0 +1,42 @@
+import { sql } from 'kysely';
+import type { DbOrTx } from '../client.ts';
+import type { Worker } from '../types.ts';
+
+export async function registerWorker(db: DbOrTx, w: { id: string; host: string; pid: number; slots: number }): Promise<void> {
+  await db.insertInto('workers').values({ id: w.id, host: w.host, pid: w.pid, slots: w.slots }).execute();
+}
+
+export async function heartbeatWorker(db: DbOrTx, id: string): Promise<void> {
+  await db.updateTable('workers').set({ heartbeat_at: sql`now()` }).where('id', '=', id).execute();
+}
+
+export async function markWorkerStopped(db: DbOrTx, id: string): Promise<void> {
+  await db.updateTable('workers').set({ stopped_at: sql`now()` }).where('id', '=', id).execute();
+}
+
+export async function getWorker(db: DbOrTx, id: string): Promise<Worker | undefined> {
+  return db.selectFrom('workers').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export interface WorkerView {
+  id: string;
+  host: string;
+  pid: number;
+  heartbeat_at: Date;
+  heartbeat_age_s: number;
+  running: number;
+}
+
+/** Workers not stopped, or stopped but still owning running jobs. */
+export async function listActiveWorkers(db: DbOrTx): Promise<WorkerView[]> {
+  const r = await sql<WorkerView>`
+    SELECT w.id, w.host, w.pid, w.heartbeat_at,
+           round(extract(epoch FROM now() - w.heartbeat_at)::numeric, 3)::float8 AS heartbeat_age_s,
+           (SELECT count(*)::int FROM jobs j WHERE j.worker_id = w.id AND j.status = 'running') AS running
+    FROM workers w
+    WHERE w.stopped_at IS NULL
+       OR EXISTS (SELECT 1 FROM jobs j WHERE j.worker_id = w.id AND j.status = 'running')
+    ORDER BY w.started_at
+  `.execute(db);
+  return r.rows;
+}

@@ -1,0 +1,220 @@
+/** The schema as Kysely sees it; Selectable/Insertable/Updateable derive from here. */
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { JobStatus, TaskStage, WorkStage } from '../stages.ts';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+type Json = ColumnType<unknown, string | undefined, string>;
+type BigintId = ColumnType<number, number | undefined, number>;
+
+export interface ProjectsTable {
+  id: Generated<number>;
+  slug: string;
+  repo_url: string;
+  base_branch: Generated<string>;
+  gitea_owner: string | null;
+  gitea_repo: string | null;
+  plane_project_id: string | null;
+  test_command: string | null;
+  deploy_command: string | null;
+  serial: Generated<boolean>;
+  max_concurrency: Generated<number>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface TasksTable {
+  id: Generated<number>;
+  project_id: number;
+  plane_issue_id: string | null;
+  title: string;
+  body: Generated<string>;
+  stage: Generated<TaskStage>;
+  branch: string | null;
+  waiting_for: 'serial' | 'dependencies' | null;
+  review_rounds: Generated<number>;
+  pr_number: number | null;
+  merged_sha: string | null;
+  blocked_at: NullableTimestamp;
+  blocked_reason: string | null;
+  cancel_requested_at: NullableTimestamp;
+  cancel_reason: string | null;
+  cancelled_at: NullableTimestamp;
+  critical_started_at: NullableTimestamp;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface TaskDependenciesTable {
+  task_id: number;
+  depends_on_task_id: number;
+}
+
+export interface WorkersTable {
+  id: string;
+  host: string;
+  pid: number;
+  slots: number;
+  started_at: Timestamp;
+  heartbeat_at: Timestamp;
+  stopped_at: NullableTimestamp;
+}
+
+export interface JobsTable {
+  id: Generated<number>;
+  task_id: number;
+  stage: WorkStage;
+  status: Generated<JobStatus>;
+  attempt: Generated<number>;
+  run_after: Timestamp;
+  worker_id: string | null;
+  host: string | null;
+  pid: number | null;
+  heartbeat_at: NullableTimestamp;
+  started_at: NullableTimestamp;
+  finished_at: NullableTimestamp;
+  exit_code: number | null;
+  error: string | null;
+  reason: string | null;
+  outcome: string | null;
+  test_exit_code: number | null;
+  created_at: Timestamp;
+}
+
+export interface AgentRunsTable {
+  id: Generated<number>;
+  job_id: number;
+  agent: string;
+  host: string;
+  pid: number | null;
+  started_at: Timestamp;
+  finished_at: NullableTimestamp;
+  exit_code: number | null;
+  signal: string | null;
+  cost_usd: ColumnType<string | null, number | string | null | undefined, number | string | null>;
+  tokens_in: ColumnType<string | null, number | null | undefined, number | null>;
+  tokens_out: ColumnType<string | null, number | null | undefined, number | null>;
+  log_tail: Generated<string>;
+  error: string | null;
+}
+
+export interface TaskEventsTable {
+  id: Generated<number>;
+  task_id: number;
+  job_id: number | null;
+  kind: string;
+  actor: string;
+  reason: string | null;
+  data: Json;
+  created_at: Timestamp;
+}
+
+export interface ArtefactsTable {
+  id: Generated<number>;
+  task_id: number;
+  job_id: number | null;
+  stage: string;
+  name: string;
+  content: string;
+  created_at: Timestamp;
+}
+
+export interface PullRequestsTable {
+  id: Generated<number>;
+  project_id: number;
+  number: number;
+  task_id: number | null;
+  head: string;
+  base: string;
+  title: string;
+  body: Generated<string>;
+  state: Generated<'open' | 'closed' | 'merged'>;
+  head_sha: string | null;
+  merged_sha: string | null;
+  created_at: Timestamp;
+  merged_at: NullableTimestamp;
+}
+
+export interface MergeLeasesTable {
+  project_id: number;
+  job_id: number;
+  worker_id: string | null;
+  backend_pid: number;
+  acquired_at: Timestamp;
+}
+
+export interface WebhookDeliveriesTable {
+  id: Generated<number>;
+  dedupe_key: string;
+  delivery_id: string | null;
+  event: string | null;
+  action: string | null;
+  outcome: string;
+  task_id: number | null;
+  payload: Json;
+  received_at: Timestamp;
+}
+
+export interface ReaperStateTable {
+  id: string;
+  host: string;
+  pid: number;
+  is_leader: Generated<boolean>;
+  last_tick_at: NullableTimestamp;
+  interval_s: number;
+  reaped_dead_owner: ColumnType<string, number | undefined, number | string>;
+  reaped_known_outcome: ColumnType<string, number | undefined, number | string>;
+  reaped_max_running: ColumnType<string, number | undefined, number | string>;
+  lease_reclaims: ColumnType<string, number | undefined, number | string>;
+  cancels_completed: ColumnType<string, number | undefined, number | string>;
+  last_error: string | null;
+  last_error_at: NullableTimestamp;
+  updated_at: Timestamp;
+}
+
+export interface ReaperStreaksTable {
+  job_id: number;
+  ticks: number;
+  updated_at: Timestamp;
+}
+
+export interface OutboxTable {
+  id: Generated<number>;
+  task_id: number | null;
+  kind: 'set_state' | 'comment';
+  payload: Json;
+  attempts: Generated<number>;
+  next_attempt_at: Timestamp;
+  delivered_at: NullableTimestamp;
+  last_error: string | null;
+  created_at: Timestamp;
+}
+
+export interface Database {
+  projects: ProjectsTable;
+  tasks: TasksTable;
+  task_dependencies: TaskDependenciesTable;
+  workers: WorkersTable;
+  jobs: JobsTable;
+  agent_runs: AgentRunsTable;
+  task_events: TaskEventsTable;
+  artefacts: ArtefactsTable;
+  pull_requests: PullRequestsTable;
+  merge_leases: MergeLeasesTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  reaper_state: ReaperStateTable;
+  reaper_streaks: ReaperStreaksTable;
+  outbox: OutboxTable;
+}
+
+export type Project = Selectable<ProjectsTable>;
+export type NewProject = Insertable<ProjectsTable>;
+export type Task = Selectable<TasksTable>;
+export type TaskUpdate = Updateable<TasksTable>;
+export type Job = Selectable<JobsTable>;
+export type AgentRun = Selectable<AgentRunsTable>;
+export type TaskEvent = Selectable<TaskEventsTable>;
+export type Artefact = Selectable<ArtefactsTable>;
+export type Worker = Selectable<WorkersTable>;
+export type PullRequestRow = Selectable<PullRequestsTable>;
+export type MergeLease = Selectable<MergeLeasesTable>;

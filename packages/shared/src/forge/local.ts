@@ -1,0 +1,141 @@
+/**
+ * The local forge: the project's repo is a plain git remote (a path or URL), a pull request is
+ * a row in Postgres, and merge is a real `git merge --no-ff` pushed to base (fast-forward
+ * push only: if base moved, the push is refused and the merge is `out_of_date`).
+ * Same interface, same gates, same tests as Gitea.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { DbOrTx } from '../db/client.ts';
+import {
+  getPullRequestRow,
+  insertPullRequest,
+  markPullRequestMerged,
+  openPullRequestFor,
+  setPullRequestHead,
+} from '../db/queries/pull-requests.ts';
+import type { PullRequestRow } from '../db/types.ts';
+import { git } from '../git.ts';
+import type { BranchInfo, DeleteBranchResult, Forge, MergeResult, PullRequest, UpdateBranchResult } from './types.ts';
+
+function toPr(r: PullRequestRow): PullRequest {
+  return { number: r.number, state: r.state, head: r.head, base: r.base, headSha: r.head_sha, mergedSha: r.merged_sha, url: null };
+}
+
+export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUrl: string; baseBranch: string; scratchRoot?: string }): Forge {
+  const { db, projectId, remoteUrl, baseBranch } = opts;
+
+  async function lsRemote(branch: string): Promise<string | null> {
+    const r = await git(['ls-remote', '--heads', remoteUrl, `refs/heads/${branch}`]);
+    const line = r.stdout.split('\n').find((l) => l.endsWith(`refs/heads/${branch}`));
+    return line ? line.split(/\s+/)[0]! : null;
+  }
+
+  /** A throwaway clone with `branch` checked out (merges and branch updates happen here). */
+  async function scratch<T>(branch: string, fn: (dir: string) => Promise<T>): Promise<T> {
+    const root = opts.scratchRoot ?? os.tmpdir();
+    await fs.mkdir(root, { recursive: true });
+    const dir = await fs.mkdtemp(path.join(root, 'orch-forge-'));
+    try {
+      await git(['clone', '--quiet', '--no-tags', '--branch', branch, remoteUrl, dir]);
+      return await fn(dir);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  async function isAncestor(dir: string, a: string, b: string): Promise<boolean> {
+    return (await git(['merge-base', '--is-ancestor', a, b], { cwd: dir, allowFail: true })).exitCode === 0;
+  }
+
+  return {
+    kind: 'local',
+    remoteUrl,
+
+    async branch(name: string): Promise<BranchInfo> {
+      const sha = await lsRemote(name);
+      return { exists: sha !== null, sha };
+    },
+
+    async ensurePullRequest(input) {
+      const headSha = await lsRemote(input.head);
+      const row = await insertPullRequest(db, {
+        projectId,
+        taskId: input.taskId ?? null,
+        head: input.head,
+        base: input.base,
+        title: input.title,
+        body: input.body,
+        headSha,
+      });
+      if (headSha && row.head_sha !== headSha) await setPullRequestHead(db, row.id, headSha);
+      return { ...toPr(row), headSha };
+    },
+
+    async getPullRequest(number: number) {
+      const row = await getPullRequestRow(db, projectId, number);
+      if (!row) return null;
+      const pr = toPr(row);
+      if (pr.state === 'open') pr.headSha = await lsRemote(pr.head);
+      return pr;
+    },
+
+    async updateBranch(pr): Promise<UpdateBranchResult> {
+      return scratch(pr.head, async (dir) => {
+        await git(['fetch', '--quiet', 'origin', `refs/heads/${pr.base}:refs/remotes/origin/${pr.base}`], { cwd: dir });
+        if (await isAncestor(dir, `origin/${pr.base}`, 'HEAD')) return { kind: 'up_to_date' };
+        const m = await git(['merge', '--no-ff', '--no-edit', '-m', `Merge ${pr.base} into ${pr.head}`, `origin/${pr.base}`], {
+          cwd: dir,
+          allowFail: true,
+        });
+        if (m.exitCode !== 0) {
+          await git(['merge', '--abort'], { cwd: dir, allowFail: true });
+          return { kind: 'conflict', message: `merging ${pr.base} into ${pr.head} conflicts` };
+        }
+        await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${pr.head}`], { cwd: dir });
+        const sha = (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
+        const row = await openPullRequestFor(db, projectId, pr.head);
+        if (row) await setPullRequestHead(db, row.id, sha);
+        return { kind: 'updated', sha };
+      });
+    },
+
+    async mergePullRequest(pr, { headSha, message }): Promise<MergeResult> {
+      const row = await getPullRequestRow(db, projectId, pr.number);
+      if (!row) return { kind: 'not_mergeable', message: `pull request #${pr.number} does not exist` };
+      if (row.state === 'merged') return { kind: 'already_merged', sha: row.merged_sha };
+      if (row.state === 'closed') return { kind: 'not_mergeable', message: `pull request #${pr.number} is closed` };
+      const currentHead = await lsRemote(row.head);
+      if (!currentHead) return { kind: 'not_mergeable', message: `branch ${row.head} does not exist` };
+      if (currentHead !== headSha) return { kind: 'out_of_date', message: `head moved: expected ${headSha}, found ${currentHead}` };
+      return scratch(row.base, async (dir) => {
+        await git(['fetch', '--quiet', 'origin', `refs/heads/${row.head}:refs/remotes/origin/${row.head}`], { cwd: dir });
+        if (await isAncestor(dir, headSha, 'HEAD')) {
+          // Already on base (a re-drive after the push landed but before the row was updated).
+          const sha = (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
+          await markPullRequestMerged(db, row.id, sha);
+          return { kind: 'already_merged', sha };
+        }
+        const m = await git(['merge', '--no-ff', '-m', message, headSha], { cwd: dir, allowFail: true });
+        if (m.exitCode !== 0) {
+          await git(['merge', '--abort'], { cwd: dir, allowFail: true });
+          return { kind: 'conflict', message: `${row.head} conflicts with ${row.base}` };
+        }
+        const push = await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${row.base}`], { cwd: dir, allowFail: true });
+        if (push.exitCode !== 0) return { kind: 'out_of_date', message: `${row.base} moved during the merge` };
+        const sha = (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
+        await markPullRequestMerged(db, row.id, sha);
+        return { kind: 'merged', sha };
+      });
+    },
+
+    async deleteBranch(name: string): Promise<DeleteBranchResult> {
+      if (name === baseBranch) return 'protected';
+      if ((await lsRemote(name)) === null) return 'gone';
+      const r = await git(['push', '--quiet', remoteUrl, '--delete', `refs/heads/${name}`], { allowFail: true });
+      if (r.exitCode === 0) return 'deleted';
+      return (await lsRemote(name)) === null ? 'gone' : 'protected';
+    },
+  };
+}

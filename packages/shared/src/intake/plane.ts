@@ -1,0 +1,109 @@
+/**
+ * What a Plane issue event means for orch. "To Analyse" is the only pipeline entry: it creates
+ * a task when no live task has the issue, or relaunches a task still in analysis whose job
+ * failed (or that is blocked there); in any later stage it is ignored. "STOP" is the cancel.
+ * Redelivery is harmless: deliveries are deduplicated by content, and every action is
+ * idempotent anyway (unique plane_issue_id, one live job per task, idempotent cancel).
+ */
+import { requestCancel } from '../cancel.ts';
+import type { Config } from '../config.ts';
+import { liveJobOfTask } from '../db/queries/jobs.ts';
+import { getProjectByPlaneId } from '../db/queries/projects.ts';
+import { getLiveTaskByIssue } from '../db/queries/tasks.ts';
+import { deliverySeen, recordDelivery } from '../db/queries/webhooks.ts';
+import { OrchError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { createTask, retryTask } from '../pipeline/tasks.ts';
+import type { Services } from '../services.ts';
+import type { PlaneIssueEvent } from '../tracker/plane-webhook.ts';
+import { webhookDedupeKey } from '../tracker/plane-webhook.ts';
+
+export type IntakeOutcome =
+  | 'duplicate'
+  | 'ignored_event'
+  | 'ignored_echo'
+  | 'ignored_field'
+  | 'ignored_unknown_project'
+  | 'ignored_state'
+  | 'ignored_stop_disabled'
+  | 'ignored_not_relaunchable'
+  | 'ignored_unknown_issue'
+  | 'task_created'
+  | 'task_relaunched'
+  | 'stop_requested'
+  | 'stop_already';
+
+const norm = (s: string) => s.trim().toLowerCase();
+
+export async function handlePlaneEvent(
+  d: Pick<Services, 'db' | 'boss' | 'config'> & { log: Logger },
+  e: PlaneIssueEvent,
+  meta: { deliveryId: string | null; payload: unknown; stateNameOf?: (projectId: string, stateId: string) => Promise<string | null> },
+): Promise<{ outcome: IntakeOutcome; taskId: number | null }> {
+  const key = webhookDedupeKey(e);
+  if (await deliverySeen(d.db, key)) return { outcome: 'duplicate', taskId: null };
+  const result = await decideAndAct(d, d.config, e, meta.stateNameOf);
+  const fresh = await recordDelivery(d.db, {
+    dedupeKey: key,
+    deliveryId: meta.deliveryId,
+    event: e.event,
+    action: e.action,
+    outcome: result.outcome,
+    taskId: result.taskId,
+    payload: meta.payload,
+  });
+  d.log.info({ outcome: result.outcome, taskId: result.taskId, issueId: e.issueId, deliveryId: meta.deliveryId }, 'plane webhook');
+  return fresh ? result : { outcome: 'duplicate', taskId: result.taskId };
+}
+
+async function decideAndAct(
+  d: Pick<Services, 'db' | 'boss' | 'config'>,
+  cfg: Config,
+  e: PlaneIssueEvent,
+  stateNameOf?: (projectId: string, stateId: string) => Promise<string | null>,
+): Promise<{ outcome: IntakeOutcome; taskId: number | null }> {
+  const none = (outcome: IntakeOutcome) => ({ outcome, taskId: null });
+  if (e.event !== 'issue' || !e.issueId) return none('ignored_event');
+  if (cfg.plane?.botUserId && e.actorId === cfg.plane.botUserId) return none('ignored_echo');
+  const isCreate = e.action.startsWith('create');
+  if (!isCreate && e.field !== 'state' && e.field !== 'state_id') return none('ignored_field');
+  const project = await getProjectByPlaneId(d.db, e.projectId);
+  if (!project) return none('ignored_unknown_project');
+  let state = e.stateName;
+  if (!state && e.stateId && stateNameOf) state = await stateNameOf(e.projectId, e.stateId);
+  if (!state) return none('ignored_state');
+
+  if (norm(state) === norm(cfg.planeStates.stop)) {
+    if (!cfg.stop.enabled) return none('ignored_stop_disabled');
+    const task = await getLiveTaskByIssue(d.db, e.issueId);
+    if (!task) return none('ignored_unknown_issue');
+    const r = await requestCancel(d, task.id, 'plane', 'plane_stop');
+    return { outcome: r.status === 'requested' ? 'stop_requested' : 'stop_already', taskId: task.id };
+  }
+  if (norm(state) !== norm(cfg.planeStates.start)) return none('ignored_state');
+
+  const task = await getLiveTaskByIssue(d.db, e.issueId);
+  if (!task) {
+    try {
+      const created = await createTask(
+        d,
+        { project: project.id, title: e.issueName?.trim() || `Plane issue ${e.issueId}`, body: e.issueDescription ?? '', planeIssueId: e.issueId },
+        'plane',
+      );
+      return { outcome: 'task_created', taskId: created.id };
+    } catch (err) {
+      if (err instanceof OrchError && err.code === 'conflict') return none('duplicate');
+      throw err;
+    }
+  }
+  // Relaunch only in analysis, only when nothing is live (a failed or blocked analysis).
+  if (task.stage !== 'analysis' || task.cancel_requested_at || task.waiting_for) return { outcome: 'ignored_not_relaunchable', taskId: task.id };
+  if (await liveJobOfTask(d.db, task.id)) return { outcome: 'ignored_not_relaunchable', taskId: task.id };
+  try {
+    await retryTask(d, task.id, 'plane', 'plane_to_analyse');
+    return { outcome: 'task_relaunched', taskId: task.id };
+  } catch (err) {
+    if (err instanceof OrchError && err.code === 'conflict') return { outcome: 'ignored_not_relaunchable', taskId: task.id };
+    throw err;
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Applying a decided transition inside the transaction that won the job flip: advance the
+ * stage (through the serial gate), send back, retry, block — and the enqueue each implies.
+ * Also the promotion of tasks waiting on the serial gate or on dependencies, which every
+ * task reaching a terminal stage triggers in its own transaction.
+ */
+import type { DbOrTx } from '../db/client.ts';
+import type { Job, Project, Task } from '../db/types.ts';
+import { appendEvent } from '../db/queries/events.ts';
+import { getProject, lockProject } from '../db/queries/projects.ts';
+import {
+  clearWaiting,
+  getTask,
+  moveTaskStage,
+  serialGateState,
+  tasksReadyAfterDependencies,
+  updateTask,
+} from '../db/queries/tasks.ts';
+import { sendDispatch, type Boss } from '../queue.ts';
+import { type Stage, type WorkStage } from '../stages.ts';
+import type { Then } from './transitions.ts';
+import { enqueueJob } from './enqueue.ts';
+import { reportToTracker } from './report.ts';
+
+export interface ApplyInput {
+  job: Job;
+  task: Task;
+  project: Project;
+  then: Then;
+  actor: string;
+}
+
+export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<void> {
+  const { job, task, project, then, actor } = a;
+  switch (then.kind) {
+    case 'none':
+      return;
+    case 'retry':
+      await enqueueJob(tx, boss, { taskId: task.id, stage: job.stage, attempt: then.attempt, delayS: then.delayS });
+      await appendEvent(tx, {
+        taskId: task.id,
+        jobId: job.id,
+        kind: 'retry_scheduled',
+        actor,
+        reason: job.reason,
+        data: { stage: job.stage, attempt: then.attempt, delay_s: then.delayS },
+      });
+      return;
+    case 'block':
+      await updateTask(tx, task.id, { blocked_at: new Date(), blocked_reason: then.reason });
+      await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'blocked', actor, reason: then.reason });
+      await reportToTracker(tx, task, project, {
+        role: 'blocked',
+        comment: `<p>orch: task blocked in <b>${job.stage}</b>: ${escapeHtml(then.reason)}. Retry with <code>orch task retry ${task.id}</code>.</p>`,
+      });
+      return;
+    case 'send_back': {
+      const moved = await moveTaskStage(tx, task.id, job.stage, 'implementation', { review_rounds: then.reviewRounds });
+      if (!moved) return skipped(tx, a, 'implementation');
+      await enqueueJob(tx, boss, { taskId: task.id, stage: 'implementation', attempt: 1 });
+      await appendEvent(tx, {
+        taskId: task.id,
+        jobId: job.id,
+        kind: 'sent_back',
+        actor,
+        reason: job.reason,
+        data: { from: job.stage, to: 'implementation', review_round: then.reviewRounds },
+      });
+      return;
+    }
+    case 'advance':
+      await advance(tx, boss, a, then.to);
+      return;
+  }
+}
+
+async function skipped(tx: DbOrTx, a: ApplyInput, to: string): Promise<void> {
+  // The task is no longer in the job's stage: someone already moved it (idempotent re-drive).
+  await appendEvent(tx, {
+    taskId: a.task.id,
+    jobId: a.job.id,
+    kind: 'advance_skipped',
+    actor: a.actor,
+    reason: `task not in ${a.job.stage}`,
+    data: { to },
+  });
+}
+
+async function advance(tx: DbOrTx, boss: Boss, a: ApplyInput, to: Stage): Promise<void> {
+  const { job, task, project, actor } = a;
+  if (job.stage === 'analysis' && project.serial) {
+    await lockProject(tx, project.id);
+    const gate = await serialGateState(tx, project.id);
+    const mayEnter = gate.oldestLiveTaskId === task.id && gate.pastAnalysis.every((id) => id === task.id);
+    if (!mayEnter) {
+      await updateTask(tx, task.id, { waiting_for: 'serial' });
+      await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'waiting', actor, reason: 'serial', data: { next: to } });
+      return;
+    }
+  }
+  const moved = await moveTaskStage(tx, task.id, job.stage, to, { waiting_for: null });
+  if (!moved) return skipped(tx, a, to);
+  await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'stage_changed', actor, data: { from: job.stage, to } });
+  if (to === 'done') {
+    await reportToTracker(tx, task, project, { role: 'done', comment: `<p>orch: task done${moved.merged_sha ? `, merged as <code>${moved.merged_sha.slice(0, 12)}</code>` : ''}.</p>` });
+    await onTaskTerminal(tx, boss, moved, actor);
+    return;
+  }
+  if (to === 'review') await reportToTracker(tx, task, project, { role: 'in_review' });
+  await enqueueJob(tx, boss, { taskId: task.id, stage: to as WorkStage, attempt: 1 });
+}
+
+/** A task reached done or cancelled: open the gates it was holding (serial, dependencies). */
+export async function onTaskTerminal(tx: DbOrTx, boss: Boss, task: Task, actor: string): Promise<void> {
+  const project = await getProject(tx, task.project_id);
+  if (project?.serial) await promoteSerial(tx, boss, project.id, actor);
+  await promoteDependents(tx, boss, actor);
+}
+
+/** The oldest live task of a serial project may pass its gate once nobody else is past analysis. */
+export async function promoteSerial(tx: DbOrTx, boss: Boss, projectId: number, actor: string): Promise<number | null> {
+  await lockProject(tx, projectId);
+  const gate = await serialGateState(tx, projectId);
+  if (gate.oldestLiveTaskId === null || gate.pastAnalysis.length > 0) return null;
+  const task = await getTask(tx, gate.oldestLiveTaskId);
+  if (!task || task.waiting_for !== 'serial' || task.stage !== 'analysis' || task.cancel_requested_at) return null;
+  const moved = await moveTaskStage(tx, task.id, 'analysis', 'implementation', { waiting_for: null });
+  if (!moved) return null;
+  await appendEvent(tx, { taskId: task.id, kind: 'stage_changed', actor, reason: 'serial_gate_opened', data: { from: 'analysis', to: 'implementation' } });
+  await enqueueJob(tx, boss, { taskId: task.id, stage: 'implementation', attempt: 1 });
+  return task.id;
+}
+
+/** Tasks whose dependencies are now all terminal start their analysis. */
+export async function promoteDependents(tx: DbOrTx, boss: Boss, actor: string): Promise<number[]> {
+  const ready = await tasksReadyAfterDependencies(tx);
+  const started: number[] = [];
+  for (const id of ready) {
+    if (!(await clearWaiting(tx, id, 'dependencies'))) continue;
+    await appendEvent(tx, { taskId: id, kind: 'dependencies_met', actor });
+    await enqueueJob(tx, boss, { taskId: id, stage: 'analysis', attempt: 1 });
+    started.push(id);
+  }
+  return started;
+}
+
+/** Wake a worker for a slot that was just freed (same transaction as the flip). */
+export async function slotFreed(tx: DbOrTx, boss: Boss, jobId: number): Promise<void> {
+  await sendDispatch(boss, tx, { jobId, reason: 'slot_freed' });
+}
+
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}

@@ -1,0 +1,17 @@
+import type { DbOrTx } from '../db/client.ts';
+import type { Job } from '../db/types.ts';
+import { insertQueuedJob } from '../db/queries/jobs.ts';
+import { sendDispatch, type Boss } from '../queue.ts';
+import type { WorkStage } from '../stages.ts';
+
+/** Insert a queued job and its wake token, in the caller's transaction. */
+export async function enqueueJob(
+  tx: DbOrTx,
+  boss: Boss,
+  j: { taskId: number; stage: WorkStage; attempt: number; delayS?: number },
+): Promise<Job> {
+  const job = await insertQueuedJob(tx, j);
+  const startAfter = j.delayS && j.delayS > 0 ? new Date(Date.now() + j.delayS * 1000) : undefined;
+  await sendDispatch(boss, tx, { jobId: job.id, reason: 'enqueued', startAfter });
+  return job;
+}

@@ -1,0 +1,92 @@
+/**
+ * What happens after a job's gate has been evaluated: a pure function of the job, the task
+ * and the verdict. The finalizer applies the result inside the transaction that won the flip.
+ */
+import { nextStage, retryBackoffS, type Stage, type WorkStage } from '../stages.ts';
+
+export type GateVerdict =
+  | { verdict: 'pass'; detail?: string }
+  | { verdict: 'fail'; reason: string }
+  /** review REQUEST_CHANGES, merge conflict: back to implementation */
+  | { verdict: 'send_back'; reason: string };
+
+export interface AfterGateInput {
+  stage: WorkStage;
+  attempt: number;
+  maxAttempts: number;
+  verdict: GateVerdict;
+  reviewRounds: number;
+  maxReviewRounds: number;
+  taskTerminal: boolean;
+  cancelRequested: boolean;
+  /** merge/deploy: the irreversible step ran, so its outcome is recorded truthfully */
+  criticalStepRan: boolean;
+  hasDeployCommand: boolean;
+  backoffBaseS: number;
+}
+
+export type Then =
+  | { kind: 'advance'; to: Stage }
+  | { kind: 'send_back'; to: 'implementation'; reviewRounds: number }
+  | { kind: 'retry'; attempt: number; delayS: number }
+  | { kind: 'block'; reason: string }
+  | { kind: 'none' };
+
+export interface AfterGate {
+  job: 'done' | 'failed' | 'cancelled';
+  reason: string | null;
+  then: Then;
+}
+
+export function decideAfterGate(i: AfterGateInput): AfterGate {
+  const v = i.verdict;
+  const jobStatus: 'done' | 'failed' = v.verdict === 'fail' ? 'failed' : 'done';
+  const reason = v.verdict === 'pass' ? null : v.reason;
+
+  // Requeue guards: nothing moves on for a task that is finished or being cancelled.
+  if (i.taskTerminal) return { job: jobStatus, reason: reason ?? 'task_terminal', then: { kind: 'none' } };
+  if (i.cancelRequested) {
+    // A step that completed its irreversible part keeps its true outcome; anything else is cancelled.
+    if (i.criticalStepRan) return { job: jobStatus, reason, then: { kind: 'none' } };
+    return { job: 'cancelled', reason: 'cancel_requested', then: { kind: 'none' } };
+  }
+
+  switch (v.verdict) {
+    case 'pass':
+      return { job: 'done', reason: null, then: { kind: 'advance', to: nextStage(i.stage, { deploy_command: i.hasDeployCommand ? 'x' : null }) } };
+    case 'send_back': {
+      const rounds = i.reviewRounds + 1;
+      // A review that requests changes did its work: the job is done either way.
+      const job = i.stage === 'review' ? 'done' : 'failed';
+      if (rounds > i.maxReviewRounds) return { job, reason: v.reason, then: { kind: 'block', reason: 'review_rounds_exhausted' } };
+      return { job, reason: v.reason, then: { kind: 'send_back', to: 'implementation', reviewRounds: rounds } };
+    }
+    case 'fail':
+      if (i.attempt < i.maxAttempts)
+        return {
+          job: 'failed',
+          reason: v.reason,
+          then: { kind: 'retry', attempt: i.attempt + 1, delayS: retryBackoffS(i.backoffBaseS, i.attempt) },
+        };
+      return { job: 'failed', reason: v.reason, then: { kind: 'block', reason: `attempts_exhausted: ${v.reason}` } };
+  }
+}
+
+/**
+ * A job that did not reach its gate (dead owner, max running, worker shutdown): what follows
+ * the flip to `failed`. `sameAttempt` (worker shutdown) requeues without spending an attempt.
+ */
+export function decideAfterAbort(i: {
+  attempt: number;
+  maxAttempts: number;
+  taskTerminal: boolean;
+  cancelRequested: boolean;
+  sameAttempt: boolean;
+  backoffBaseS: number;
+  reason: string;
+}): Then {
+  if (i.taskTerminal || i.cancelRequested) return { kind: 'none' };
+  if (i.sameAttempt) return { kind: 'retry', attempt: i.attempt, delayS: 0 };
+  if (i.attempt < i.maxAttempts) return { kind: 'retry', attempt: i.attempt + 1, delayS: retryBackoffS(i.backoffBaseS, i.attempt) };
+  return { kind: 'block', reason: `attempts_exhausted: ${i.reason}` };
+}

@@ -1,0 +1,176 @@
+/**
+ * Child processes in their own process group: agents, the deploy command, the test command.
+ * Stopping is always the same path — SIGTERM to the whole group, a grace period, then SIGKILL
+ * to the group — and when the leader exits on its own the group is swept with SIGKILL too, so
+ * no child or grandchild (shells, test runners, language servers) outlives its step.
+ */
+import { execa } from 'execa';
+
+export interface ProcessSpec {
+  file: string;
+  args: string[];
+  /** run `file` as a shell command line (`sh -c file`) */
+  shell?: boolean;
+  cwd: string;
+  env: Record<string, string>;
+  /** every complete stdout line, as it arrives */
+  onStdoutLine?: (line: string) => void;
+  /** bytes of combined output kept for `tail()` */
+  tailBytes?: number;
+}
+
+export interface ProcessExit {
+  exitCode: number | null;
+  signal: string | null;
+}
+
+export interface GroupProcess {
+  readonly pid: number;
+  readonly exited: Promise<ProcessExit>;
+  /** SIGTERM the group, wait up to graceS, then SIGKILL the group. Resolves once the leader is gone. */
+  stop(graceS: number): Promise<ProcessExit>;
+  /** the last `tailBytes` of stdout+stderr */
+  tail(): string;
+  stopRequested(): boolean;
+}
+
+export function killGroup(pid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+class Tail {
+  private chunks: string[] = [];
+  private size = 0;
+  private readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
+  push(s: string): void {
+    this.chunks.push(s);
+    this.size += s.length;
+    while (this.size > this.max * 2 && this.chunks.length > 1) this.size -= this.chunks.shift()!.length;
+  }
+  toString(): string {
+    const all = this.chunks.join('');
+    return all.length > this.max ? all.slice(all.length - this.max) : all;
+  }
+}
+
+export function startGroupProcess(spec: ProcessSpec): GroupProcess {
+  const tail = new Tail(spec.tailBytes ?? 16_384);
+  const child = spec.shell
+    ? execa('sh', ['-c', spec.file, ...spec.args], {
+        cwd: spec.cwd,
+        env: spec.env,
+        extendEnv: false,
+        detached: true,
+        cleanup: false,
+        reject: false,
+        buffer: false,
+        stdin: 'ignore',
+      })
+    : execa(spec.file, spec.args, {
+        cwd: spec.cwd,
+        env: spec.env,
+        extendEnv: false,
+        detached: true,
+        cleanup: false,
+        reject: false,
+        buffer: false,
+        stdin: 'ignore',
+      });
+  const pid = child.pid;
+  if (pid === undefined) {
+    // spawn failed synchronously (ENOENT surfaces through the promise as well)
+    const exited = Promise.resolve(child).then(
+      (r) => ({ exitCode: r.exitCode ?? 127, signal: null }),
+      () => ({ exitCode: 127, signal: null }),
+    );
+    return { pid: -1, exited, stop: () => exited, tail: () => tail.toString(), stopRequested: () => false };
+  }
+
+  let partial = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    tail.push(chunk);
+    if (!spec.onStdoutLine) return;
+    partial += chunk;
+    let nl: number;
+    while ((nl = partial.indexOf('\n')) !== -1) {
+      const line = partial.slice(0, nl).replace(/\r$/, '');
+      partial = partial.slice(nl + 1);
+      try {
+        spec.onStdoutLine(line);
+      } catch {
+        /* a parser must never break the run */
+      }
+    }
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => tail.push(chunk));
+
+  let stopping = false;
+  const exited: Promise<ProcessExit> = Promise.resolve(child).then(
+    (r) => finish(r.exitCode ?? null, r.signal ?? null),
+    (err: { exitCode?: number; signal?: string }) => finish(err.exitCode ?? null, err.signal ?? null),
+  );
+  function finish(exitCode: number | null, signal: string | null): ProcessExit {
+    if (partial && spec.onStdoutLine) {
+      try {
+        spec.onStdoutLine(partial);
+      } catch {
+        /* ignore */
+      }
+      partial = '';
+    }
+    // The leader is gone; anything it left in its group goes with it.
+    killGroup(pid!, 'SIGKILL');
+    if (exitCode === null && signal) exitCode = 128 + (signalNumber(signal) ?? 0);
+    return { exitCode, signal };
+  }
+
+  async function stop(graceS: number): Promise<ProcessExit> {
+    stopping = true;
+    killGroup(pid!, 'SIGTERM');
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceS * 1000).unref());
+    const first = await Promise.race([exited, timer]);
+    if (first === 'timeout') killGroup(pid!, 'SIGKILL');
+    const result = await exited;
+    // Children that ignored SIGTERM while the leader obeyed it.
+    if (groupAlive(pid!)) {
+      await new Promise((r) => setTimeout(r, Math.min(graceS * 1000, 200)));
+      killGroup(pid!, 'SIGKILL');
+    }
+    return result;
+  }
+
+  return { pid, exited, stop, tail: () => tail.toString(), stopRequested: () => stopping };
+}
+
+const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15, SIGABRT: 6, SIGPIPE: 13 };
+function signalNumber(s: string): number | undefined {
+  return SIGNALS[s];
+}

@@ -1,0 +1,26 @@
+/**
+ * The tracker: where tasks come from and where orch reports back. `local` (no Plane: tasks are
+ * created with `orch task add` / `POST /tasks`, reports go nowhere) or `plane`.
+ *
+ * Outbound calls are made by a never-raise delivery loop from the outbox, never inline in a
+ * state change; a method that throws is retried later with backoff.
+ */
+export type TrackerStateRole = 'in_progress' | 'in_review' | 'done' | 'cancelled' | 'blocked';
+
+export interface Tracker {
+  readonly kind: 'local' | 'plane';
+  /** Move the issue to the state orch uses for `role` (names are configured per deployment). */
+  setState(input: { projectId: string; issueId: string; role: TrackerStateRole }): Promise<void>;
+  /** Add a comment (HTML) to the issue. */
+  comment(input: { projectId: string; issueId: string; html: string }): Promise<void>;
+}
+
+/** Thrown by a tracker call that should be retried no earlier than `retryAt`. */
+export class TrackerRetryError extends Error {
+  readonly retryAt: Date;
+  constructor(message: string, retryAt: Date) {
+    super(message);
+    this.name = 'TrackerRetryError';
+    this.retryAt = retryAt;
+  }
+}

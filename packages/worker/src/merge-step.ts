@@ -1,0 +1,110 @@
+/**
+ * The merge step: one merge per project at a time, under a session advisory lock held by a
+ * dedicated connection of this worker (it dies with the session, so a crashed worker never
+ * keeps it). Idempotent on re-drive: a merged PR is recorded as merged (`pr_already_merged`),
+ * an up-to-date branch skips the update. Never force-pushes; base only moves through the
+ * forge's merge. The merge call itself is the critical window: a cancel waits for it.
+ */
+import { appendEvent } from '@orch/shared/db/queries/events';
+import { clearLease, recordLease, releaseMergeLock, tryMergeLock } from '@orch/shared/db/queries/merge-leases';
+import { enterCriticalWindow, getTask, leaveCriticalWindow, updateTask } from '@orch/shared/db/queries/tasks';
+import type { PullRequest } from '@orch/shared/forge/types';
+import type { JobContext, RunningJob } from './run-job.ts';
+import { StepStopped } from './run-job.ts';
+import type { Forge } from '@orch/shared/forge/types';
+import type { Project, Task } from '@orch/shared/db/types';
+import type { Logger } from '@orch/shared/logger';
+import type { StepReport } from '@orch/shared/gates/index';
+
+const LOCK_POLL_MS = 200;
+const MAX_OUT_OF_DATE_RETRIES = 3;
+
+export async function runMergeStep(
+  ctx: JobContext,
+  rj: RunningJob,
+  s: { task: Task; project: Project; forge: Forge; log: Logger },
+): Promise<{ report?: StepReport; criticalStepRan?: boolean }> {
+  const { svc, workerId } = ctx;
+  const { project, forge, log } = s;
+  const job = rj.job;
+  const actor = `worker:${workerId}`;
+  const client = await svc.pool.connect();
+  let locked = false;
+  try {
+    while (!(await tryMergeLock(client, project.id))) {
+      rj.checkpoint();
+      await new Promise((r) => setTimeout(r, LOCK_POLL_MS));
+    }
+    locked = true;
+    await recordLease(client, { projectId: project.id, jobId: job.id, workerId });
+    log.info('merge lease acquired');
+
+    for (let round = 0; ; round++) {
+      rj.checkpoint();
+      const task = (await getTask(svc.db, job.task_id))!;
+      if (task.merged_sha) return { criticalStepRan: true };
+      let pr: PullRequest | null = task.pr_number !== null ? await forge.getPullRequest(task.pr_number) : null;
+      if (!pr || pr.state === 'closed') {
+        pr = await forge.ensurePullRequest({ head: task.branch!, base: project.base_branch, title: task.title, body: task.body, taskId: task.id });
+        await updateTask(svc.db, task.id, { pr_number: pr.number });
+      }
+      if (pr.state === 'merged') {
+        await updateTask(svc.db, task.id, { merged_sha: pr.mergedSha });
+        await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'pr_already_merged', actor, data: { pr: pr.number, sha: pr.mergedSha } });
+        return { criticalStepRan: true };
+      }
+
+      const upd = await forge.updateBranch(pr);
+      if (upd.kind === 'conflict') return { report: { mergeConflict: upd.message } };
+      if (upd.kind === 'updated') {
+        await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_updated', actor, data: { sha: upd.sha } });
+        pr = (await forge.getPullRequest(pr.number))!;
+      }
+      if (!pr.headSha) return {};
+      rj.checkpoint();
+
+      rj.critical = true;
+      if (!(await enterCriticalWindow(svc.db, task.id))) {
+        rj.critical = false;
+        throw new StepStopped('cancel');
+      }
+      let result;
+      try {
+        result = await forge.mergePullRequest(pr, { headSha: pr.headSha, message: `Merge ${pr.head} (orch task ${task.id}): ${task.title}` });
+      } catch (err) {
+        // Unknown outcome: leave the window; the gate reads the forge's truth.
+        await leaveCriticalWindow(svc.db, task.id);
+        rj.critical = false;
+        throw err;
+      }
+      if (result.kind === 'merged' || result.kind === 'already_merged') {
+        await leaveCriticalWindow(svc.db, task.id, { merged_sha: result.sha });
+        rj.critical = false;
+        await appendEvent(svc.db, {
+          taskId: task.id,
+          jobId: job.id,
+          kind: result.kind === 'merged' ? 'pr_merged' : 'pr_already_merged',
+          actor,
+          data: { pr: pr.number, sha: result.sha },
+        });
+        log.info({ sha: result.sha, pr: pr.number }, 'merged');
+        return { criticalStepRan: true };
+      }
+      await leaveCriticalWindow(svc.db, task.id);
+      rj.critical = false;
+      if (result.kind === 'conflict') return { report: { mergeConflict: result.message } };
+      if (result.kind === 'out_of_date' && round < MAX_OUT_OF_DATE_RETRIES) {
+        log.info({ message: result.message }, 'merge out of date; updating and retrying');
+        continue;
+      }
+      await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'merge_refused', actor, reason: result.kind, data: { message: result.message } });
+      return {};
+    }
+  } finally {
+    if (locked) {
+      await clearLease(client, project.id, job.id).catch(() => {});
+      await releaseMergeLock(client, project.id).catch(() => {});
+    }
+    client.release();
+  }
+}

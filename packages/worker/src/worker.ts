@@ -1,0 +1,198 @@
+/**
+ * The worker: consumes dispatch tokens while it has free slots, claims jobs, runs them, and
+ * keeps them honest — heartbeats (worker row and running jobs), a cancel watch (LISTEN plus a
+ * poll every ORCH_CANCEL_POLL_S), and a graceful shutdown (stop claiming, let running jobs
+ * finish up to ORCH_WORKER_SHUTDOWN_S, then stop their agents and release them as
+ * `failed/worker_shutdown`, requeued with the same attempt). Every background unit of work is
+ * never-raise: log, count, continue.
+ */
+import { randomUUID } from 'node:crypto';
+import type { AgentAdapter } from '@orch/shared/agents/types';
+import { completeCancel } from '@orch/shared/cancel';
+import { claimNextJob, heartbeatJobs, watchJobs } from '@orch/shared/db/queries/jobs';
+import { pendingCancels } from '@orch/shared/db/queries/tasks';
+import { heartbeatWorker, markWorkerStopped, registerWorker } from '@orch/shared/db/queries/workers';
+import type { Logger } from '@orch/shared/logger';
+import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE } from '@orch/shared/queue';
+import type { Services } from '@orch/shared/services';
+import { listen, type Listener } from './listener.ts';
+import { RunningJob, runJob } from './run-job.ts';
+
+export interface WorkerOptions {
+  svc: Services;
+  agent: AgentAdapter;
+  connectionString: string;
+  log: Logger;
+  id?: string;
+}
+
+export interface WorkerStats {
+  claimed: number;
+  finished: number;
+  errors: number;
+}
+
+export interface OrchWorker {
+  readonly id: string;
+  readonly stats: WorkerStats;
+  start(): Promise<void>;
+  /** graceful stop (see module doc); resolves when every job is finished or released */
+  stop(): Promise<void>;
+  running(): number[];
+  /** one pass of the dispatch loop (exposed for tests) */
+  drain(): Promise<void>;
+  checkCancels(): Promise<void>;
+}
+
+export function createWorker(opts: WorkerOptions): OrchWorker {
+  const { svc, agent } = opts;
+  const cfg = svc.config;
+  const id = opts.id ?? `${cfg.hostId}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const log = opts.log.child({ workerId: id });
+  const running = new Map<number, { rj: RunningJob; done: Promise<void> }>();
+  const stats: WorkerStats = { claimed: 0, finished: 0, errors: 0 };
+  const timers: NodeJS.Timeout[] = [];
+  let listener: Listener | null = null;
+  let stopping = false;
+  let draining: Promise<void> | null = null;
+  let drainAgain = false;
+
+  const never = (what: string) => (err: unknown) => {
+    stats.errors++;
+    log.error({ err: (err as Error)?.message ?? String(err) }, `${what} failed`);
+  };
+
+  function launch(rj: RunningJob): void {
+    stats.claimed++;
+    const done = runJob({ svc, agent, workerId: id, log }, rj)
+      .catch(never('job'))
+      .finally(() => {
+        running.delete(rj.job.id);
+        stats.finished++;
+        if (!stopping) void drain();
+      });
+    running.set(rj.job.id, { rj, done });
+  }
+
+  /** Claim until slots are full or nothing is claimable; concurrent calls coalesce. */
+  function drain(): Promise<void> {
+    if (draining) {
+      drainAgain = true;
+      return draining;
+    }
+    draining = (async () => {
+      do {
+        drainAgain = false;
+        while (!stopping && running.size < cfg.workerSlots) {
+          // One token per claim, so tokens we cannot use stay for other workers.
+          const tokens = await svc.boss.fetch(DISPATCH_QUEUE, { batchSize: 1 });
+          const job = await claimNextJob(svc.db, { workerId: id, host: cfg.hostId, pid: process.pid, maxConcurrency: cfg.maxConcurrency });
+          if (tokens?.length) await svc.boss.complete(DISPATCH_QUEUE, tokens.map((t) => t.id));
+          if (!job) break;
+          launch(new RunningJob(job, cfg.stop.graceS));
+        }
+      } while (drainAgain && !stopping);
+    })()
+      .catch(never('drain'))
+      .finally(() => {
+        draining = null;
+      });
+    return draining;
+  }
+
+  /** Stop jobs whose task is being cancelled or whose row was flipped by someone else. */
+  async function checkCancels(): Promise<void> {
+    const ids = [...running.keys()];
+    for (const w of await watchJobs(svc.db, ids)) {
+      const entry = running.get(w.id);
+      if (!entry) continue;
+      if (w.status !== 'running') void entry.rj.requestStop('job_flipped');
+      else if (w.cancel_requested) void entry.rj.requestStop('cancel');
+    }
+  }
+
+  /** Complete cancels of tasks that have no job running here (any worker may; all steps are CAS). */
+  async function completeForeignCancels(taskIds?: number[]): Promise<void> {
+    if (!cfg.stop.enabled) return;
+    const mine = new Set([...running.values()].map((e) => e.rj.job.task_id));
+    const ids = taskIds ?? (await pendingCancels(svc.db)).map((t) => t.id);
+    for (const taskId of ids) {
+      if (mine.has(taskId)) continue;
+      await completeCancel(svc, taskId, `worker:${id}`).catch(never('cancel'));
+    }
+  }
+
+  async function heartbeat(): Promise<void> {
+    await heartbeatWorker(svc.db, id);
+    await heartbeatJobs(svc.db, id, [...running.keys()]);
+  }
+
+  function every(seconds: number, fn: () => Promise<unknown>, what: string): void {
+    let busy = false;
+    const t = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      fn()
+        .catch(never(what))
+        .finally(() => {
+          busy = false;
+        });
+    }, seconds * 1000);
+    timers.push(t);
+  }
+
+  return {
+    id,
+    stats,
+    running: () => [...running.keys()],
+    drain,
+    checkCancels,
+
+    async start() {
+      await registerWorker(svc.db, { id, host: cfg.hostId, pid: process.pid, slots: cfg.workerSlots });
+      log.info({ host: cfg.hostId, slots: cfg.workerSlots, agent: agent.name }, 'worker started');
+      listener = listen(
+        opts.connectionString,
+        [DISPATCH_CHANNEL, CANCEL_CHANNEL],
+        (channel, payload) => {
+          if (channel === DISPATCH_CHANNEL) void drain();
+          else if (channel === CANCEL_CHANNEL) {
+            void checkCancels().catch(never('cancel watch'));
+            if (/^\d+$/.test(payload)) void completeForeignCancels([Number(payload)]);
+          }
+        },
+        () => {
+          void drain();
+          void checkCancels().catch(never('cancel watch'));
+        },
+        log,
+      );
+      every(cfg.heartbeat.intervalS, heartbeat, 'heartbeat');
+      every(cfg.stop.pollS, checkCancels, 'cancel watch');
+      every(cfg.dispatchPollS, () => drain(), 'dispatch poll');
+      every(Math.max(cfg.stop.pollS * 5, 5), () => completeForeignCancels(), 'cancel sweep');
+      void drain();
+    },
+
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      log.info({ running: running.size, graceS: cfg.workerShutdownS }, 'worker stopping: no new claims');
+      if (draining) await draining;
+      const all = () => Promise.all([...running.values()].map((e) => e.done));
+      const graceful = await Promise.race([
+        all().then(() => true),
+        new Promise<boolean>((r) => setTimeout(() => r(false), cfg.workerShutdownS * 1000).unref()),
+      ]);
+      if (!graceful) {
+        log.warn({ running: running.size }, 'shutdown grace over: stopping agents and releasing jobs');
+        await Promise.all([...running.values()].map((e) => e.rj.requestStop('worker_shutdown')));
+        await all();
+      }
+      for (const t of timers) clearInterval(t);
+      await listener?.close();
+      await markWorkerStopped(svc.db, id).catch(never('mark stopped'));
+      log.info(stats, 'worker stopped');
+    },
+  };
+}

@@ -1,0 +1,34 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getTask } from '@orch/shared/db/queries/tasks';
+import { listTaskJobs } from '@orch/shared/db/queries/jobs';
+import { createTask } from '@orch/shared/pipeline/tasks';
+import { branchesOf, filesOnBranch, startOrch, waitFor, type Orch } from './support/harness.ts';
+
+describe('pipeline, in-process worker and reaper', () => {
+  let orch: Orch;
+  beforeAll(async () => {
+    orch = await startOrch();
+  });
+  afterAll(async () => orch?.close());
+
+  it('runs a task analysis → implementation → review → merge → done, merged on base, branch gone', async () => {
+    await orch.worker();
+    const reaper = await orch.reaper();
+    reaper.start();
+    const task = await createTask(orch.rt.svc, { project: 'p', title: 'Say hello' }, 'test');
+    const done = await waitFor(async () => {
+      const t = await getTask(orch.rt.svc.db, task.id);
+      return t?.stage === 'done' ? t : null;
+    }, 30_000, 'task done');
+    expect(done.merged_sha).toMatch(/^[0-9a-f]{40}$/);
+    const jobs = await listTaskJobs(orch.rt.svc.db, task.id);
+    expect(jobs.map((j) => [j.stage, j.status])).toEqual([
+      ['analysis', 'done'],
+      ['implementation', 'done'],
+      ['review', 'done'],
+      ['merge', 'done'],
+    ]);
+    expect(await filesOnBranch(orch.repo, 'main')).toContain(`orch-demo/task-${task.id}.md`);
+    expect(await branchesOf(orch.repo)).toEqual(['main']);
+  });
+});
