@@ -29,6 +29,11 @@ async function reachable(url: string): Promise<boolean> {
   const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
   try {
     await c.connect();
+  } catch {
+    void c.end().catch(() => {}); // never settles after a failed connect: do not await
+    return false;
+  }
+  try {
     return true;
   } catch {
     return false;

@@ -177,7 +177,7 @@ export async function startOrch(opts: { env?: Record<string, string>; project?: 
       return child;
     },
     async close() {
-      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      for (const c of children) c.kill('SIGKILL'); // no-op for those that exited
       for (const c of closers.reverse()) await c().catch(() => {});
       await rt.close();
       await fs.rm(dir, { recursive: true, force: true }).catch(() => {});

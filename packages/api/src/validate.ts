@@ -7,8 +7,10 @@ export async function jsonBody<T extends z.ZodType>(c: Context, schema: T): Prom
   let raw: unknown;
   try {
     raw = await c.req.json();
-  } catch {
-    throw new OrchError('invalid_request', 'body must be a JSON object');
+  } catch (err) {
+    // only a parse error is the client's malformed JSON; anything else (the body limit) goes on
+    if (err instanceof SyntaxError) throw new OrchError('invalid_request', 'body must be valid JSON');
+    throw err;
   }
   const r = schema.safeParse(raw);
   if (!r.success) {

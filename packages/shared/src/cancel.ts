@@ -53,8 +53,9 @@ export async function requestCancel(
     const before = (await lockTask(tx, task.id))!;
     if (before.stage === 'cancelled') return { status: 'already_cancelled', task: before } as const;
     if (before.stage === 'done') return { status: 'already_done', task: before } as const;
+    // A second STOP leaves the task exactly as it is (not even updated_at moves).
+    if (before.cancel_requested_at) return { status: 'already_requested', task: before } as const;
     const after = (await requestTaskCancel(tx, task.id, reason))!;
-    if (before.cancel_requested_at) return { status: 'already_requested', task: after } as const;
     await appendEvent(tx, { taskId: task.id, kind: 'cancel_requested', actor, reason });
     await sql`SELECT pg_notify(${CANCEL_CHANNEL}, ${String(task.id)})`.execute(tx);
     return { status: 'requested', task: after } as const;

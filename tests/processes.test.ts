@@ -1,0 +1,102 @@
+/**
+ * The happy path across separate processes (api, worker, reaper), the way an operator runs
+ * orch; and `orch migrate` idempotent; /readyz failing while migrations are pending.
+ */
+import net from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '@orch/api/app';
+import { createDb } from '@orch/shared/db/client';
+import { branchesOf, filesOnBranch, freshDatabase, startOrch, waitFor, withDatabase, type Orch } from './support/harness.ts';
+import { inject } from 'vitest';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe('separate processes', () => {
+  let orch: Orch;
+  beforeAll(async () => {
+    orch = await startOrch();
+  });
+  afterAll(async () => orch?.close());
+
+  it('api + worker + reaper processes take a task from POST /tasks to done, and stop cleanly on SIGTERM', async () => {
+    const port = await freePort();
+    const api = orch.spawn(['api', '--port', String(port)]);
+    const worker = orch.spawn(['worker'], { ORCH_HOST_ID: 'host-a' });
+    const reaper = orch.spawn(['reaper'], { ORCH_HOST_ID: 'host-b' });
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor(async () => (await fetch(`${base}/readyz`).catch(() => null))?.ok, 20_000, 'api ready');
+    const res = await fetch(`${base}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ project: 'p', title: 'across processes' }) });
+    expect(res.status).toBe(201);
+    const { task } = (await res.json()) as { task: { id: number } };
+    const detail = await waitFor(async () => {
+      const d = (await (await fetch(`${base}/tasks/${task.id}`)).json()) as { task: { stage: string }; jobs: Array<{ stage: string; status: string; host: string }> };
+      return d.task.stage === 'done' ? d : null;
+    }, 40_000, 'task done');
+    expect(detail.jobs.map((j) => j.status)).toEqual(['done', 'done', 'done', 'done']);
+    expect(new Set(detail.jobs.map((j) => j.host))).toEqual(new Set(['host-a']));
+    expect(await filesOnBranch(orch.repo, 'main')).toContain(`orch-demo/task-${task.id}.md`);
+    expect(await branchesOf(orch.repo)).toEqual(['main']);
+    const queue = (await (await fetch(`${base}/queue`)).json()) as { workers: Array<{ host: string }>; reaper: { leader: string | null } };
+    expect(queue.workers.map((w) => w.host)).toContain('host-a');
+    await waitFor(async () => {
+      const q = (await (await fetch(`${base}/queue`)).json()) as { reaper: { leader: string | null } };
+      return q.reaper.leader?.startsWith('host-b:');
+    }, 10_000, 'reaper leader visible');
+
+    for (const p of [worker, reaper, api]) p.kill('SIGTERM');
+    const results = await Promise.all([worker, reaper, api]);
+    expect(results.map((r) => r.exitCode)).toEqual([0, 0, 0]);
+  });
+});
+
+describe('migrations', () => {
+  it('orch migrate is idempotent; /readyz is 503 while migrations are pending', async () => {
+    const admin = inject('pgAdminUrl');
+    const name = `orch_empty_${process.pid}_${Date.now()}`;
+    const c = new pg.Client({ connectionString: admin });
+    await c.connect();
+    await c.query(`CREATE DATABASE ${name}`);
+    const url = withDatabase(admin, name);
+    try {
+      const h = createDb(url, { max: 2 });
+      const { silentLogger } = await import('@orch/shared/logger');
+      const { loadConfig } = await import('@orch/shared/config');
+      const app = createApp({ db: h.db, boss: null as never, config: loadConfig({}), log: silentLogger });
+      const notReady = await app.request('/readyz');
+      expect(notReady.status).toBe(503);
+      expect(((await notReady.json()) as { error: { message: string } }).error.message).toContain('migrations pending');
+      const { execa } = await import('execa');
+      const { CLI } = await import('./support/harness.ts');
+      const first = await execa(process.execPath, [CLI, 'migrate'], { env: { DATABASE_URL: url }, reject: false });
+      expect(first.exitCode).toBe(0);
+      expect(first.stdout).toContain('applied: 20261125T0001_initial');
+      const second = await execa(process.execPath, [CLI, 'migrate'], { env: { DATABASE_URL: url }, reject: false });
+      expect(second.exitCode).toBe(0);
+      expect(second.stdout).toContain('schema is current');
+      expect((await app.request('/readyz')).status).toBe(200);
+      await h.close();
+    } finally {
+      await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
+      await c.query(`DROP DATABASE IF EXISTS ${name}`);
+      await c.end();
+    }
+  });
+
+  it('a command against an unreachable database exits non-zero with a hint', async () => {
+    const { execa } = await import('execa');
+    const { CLI } = await import('./support/harness.ts');
+    const r = await execa(process.execPath, [CLI, 'status'], { env: { DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' }, reject: false });
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toContain('cannot reach the database');
+    expect(r.stderr).toContain('hint');
+  });
+});

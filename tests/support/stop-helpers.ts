@@ -1,0 +1,139 @@
+/**
+ * Helpers of the STOP tests: the stage-aware shell agent (tests/fixtures/agents/stop-agent.sh),
+ * a /proc scan of a process group, row readers, the API app and signed Plane webhooks.
+ */
+import { createHmac, randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { createApp } from '@orch/api/app';
+import { listTaskRuns } from '@orch/shared/db/queries/agent-runs';
+import { listEvents } from '@orch/shared/db/queries/events';
+import { listTaskJobs } from '@orch/shared/db/queries/jobs';
+import { getTask } from '@orch/shared/db/queries/tasks';
+import type { Task } from '@orch/shared/db/types';
+import { ROOT, tempDir, waitFor, type Orch } from './harness.ts';
+
+export const STOP_AGENT = path.join(ROOT, 'tests', 'fixtures', 'agents', 'stop-agent.sh');
+
+/** A control directory for the shell agent and the env that selects it. */
+export async function agentControl(): Promise<{ ctrl: string; env: Record<string, string>; mode(key: string, mode: string): Promise<void> }> {
+  const ctrl = await tempDir('orch-stop-ctrl-');
+  return {
+    ctrl,
+    env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: `CTRL=${ctrl} sh ${STOP_AGENT}` },
+    /** key: a stage (`implementation`) or `<taskId>-<stage>` */
+    mode: (key, mode) => fs.writeFile(path.join(ctrl, key), mode),
+  };
+}
+
+/**
+ * Live (non-zombie) processes whose process group or session is `leader` — the agent's whole
+ * tree, since the worker starts it as the leader of its own session/group.
+ */
+export async function groupMembers(leader: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const name of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = await fs.readFile(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const [state, , pgrp, session] = rest;
+    if (state === 'Z' || state === 'X') continue;
+    if (Number(pgrp) === leader || Number(session) === leader) out.push(Number(name));
+  }
+  return out;
+}
+
+export async function taskRow(orch: Orch, id: number): Promise<Task> {
+  return (await getTask(orch.rt.svc.db, id))!;
+}
+
+export const jobsOf = (orch: Orch, id: number) => listTaskJobs(orch.rt.svc.db, id);
+export const runsOf = (orch: Orch, id: number) => listTaskRuns(orch.rt.svc.db, id);
+export const eventsOf = (orch: Orch, id: number) => listEvents(orch.rt.svc.db, id);
+
+export async function waitStage(orch: Orch, id: number, stage: string, timeoutMs = 20_000): Promise<Task> {
+  return waitFor(async () => {
+    const t = await taskRow(orch, id);
+    return t.stage === stage ? t : null;
+  }, timeoutMs, `task ${id} in ${stage}`);
+}
+
+/** The running agent run of a task's `stage` job, once its pid is recorded and its tree is up. */
+export async function waitRunningAgent(orch: Orch, id: number, stage: string, minProcs = 1, timeoutMs = 20_000) {
+  return waitFor(async () => {
+    const jobs = await jobsOf(orch, id);
+    const job = jobs.find((j) => j.stage === stage && j.status === 'running');
+    if (!job) return null;
+    const run = (await runsOf(orch, id)).find((r) => r.job_id === job.id && r.exit_code === null && r.pid !== null);
+    if (!run) return null;
+    const procs = await groupMembers(run.pid!);
+    return procs.length >= minProcs ? { job, run, pid: run.pid!, procs } : null;
+  }, timeoutMs, `running ${stage} agent of task ${id}`);
+}
+
+export function apiOf(orch: Orch) {
+  const s = orch.rt.svc;
+  const app = createApp({ db: s.db, boss: s.boss, config: s.config, log: s.log });
+  return {
+    app,
+    async post(p: string, body?: unknown, headers: Record<string, string> = {}) {
+      const r = await app.request(p, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      return { status: r.status, body: (await r.json()) as any };
+    },
+    async get(p: string) {
+      const r = await app.request(p);
+      return { status: r.status, body: (await r.json()) as any };
+    },
+  };
+}
+
+export const WEBHOOK_SECRET = 'stop-test-webhook-secret';
+export const PLANE_PROJECT = '5b1d7e4e-1c2a-4f7b-8a59-0c6f2d1e9a10';
+const STATE_IDS: Record<string, string> = {
+  'To Analyse': '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11',
+  STOP: '8a1b2c3d-4e5f-4a6b-9c7d-8e9f0a1b2c3d',
+  Backlog: '9b7e1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e',
+};
+
+/** A Plane `issue updated` webhook body (state change) like webhook_task.py sends. */
+export function planeStateChange(issueId: string, name: string, stateName: string, from = 'Backlog'): Record<string, unknown> {
+  const at = new Date().toISOString();
+  return {
+    event: 'issue',
+    action: 'updated',
+    webhook_id: '3c2c32ac-82df-48b3-be2a-a3e21dbe8692',
+    workspace_id: 'd2d97c94-a6ad-4012-b526-5577c0d7c769',
+    data: {
+      id: issueId,
+      name,
+      project: PLANE_PROJECT,
+      state: { id: STATE_IDS[stateName], name: stateName, color: '#3F76FF', group: stateName === 'STOP' ? 'cancelled' : 'unstarted' },
+      description_stripped: 'from plane',
+      updated_at: at,
+    },
+    activity: {
+      field: 'state',
+      new_value: STATE_IDS[stateName],
+      old_value: STATE_IDS[from],
+      actor: { id: '7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d', display_name: 'alice' },
+      created_at: at,
+    },
+  };
+}
+
+export async function postPlane(orch: Orch, body: Record<string, unknown>, secret = WEBHOOK_SECRET) {
+  const raw = JSON.stringify(body);
+  const sig = createHmac('sha256', secret).update(raw).digest('hex');
+  return apiOf(orch).post('/webhooks/plane', raw, { 'x-plane-signature': sig, 'x-plane-delivery': randomUUID() });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
