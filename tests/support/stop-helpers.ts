@@ -48,6 +48,17 @@ export async function groupMembers(leader: number): Promise<number[]> {
   return out;
 }
 
+/** A process exists and is not a zombie (a zombie is dead; only its parent has not reaped it yet). */
+export async function liveProcess(pid: number): Promise<boolean> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
 export async function taskRow(orch: Orch, id: number): Promise<Task> {
   return (await getTask(orch.rt.svc.db, id))!;
 }

@@ -126,7 +126,15 @@ async function serveApi(rt: Awaited<ReturnType<typeof runtime>>, port: number, h
   const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log });
   return new Promise<{ close(): Promise<void>; port: number }>((resolve) => {
     const server = serve({ fetch: app.fetch, port, hostname: host }, (info) =>
-      resolve({ port: info.port, close: () => new Promise((r) => server.close(() => r())) }),
+      resolve({
+        port: info.port,
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+            // keep-alive connections would hold close() open for their whole idle timeout
+            if ('closeAllConnections' in server) (server as { closeAllConnections(): void }).closeAllConnections();
+          }),
+      }),
     );
   });
 }

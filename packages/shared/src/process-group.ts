@@ -79,6 +79,8 @@ class Tail {
   }
 }
 
+const LEADER_POLL_MS = 100;
+
 export function startGroupProcess(spec: ProcessSpec): GroupProcess {
   const tail = new Tail(spec.tailBytes ?? 16_384);
   const child = spec.shell
@@ -133,10 +135,26 @@ export function startGroupProcess(spec: ProcessSpec): GroupProcess {
   child.stderr?.on('data', (chunk: string) => tail.push(chunk));
 
   let stopping = false;
-  const exited: Promise<ProcessExit> = Promise.resolve(child).then(
-    (r) => finish(r.exitCode ?? null, r.signal ?? null),
-    (err: { exitCode?: number; signal?: string }) => finish(err.exitCode ?? null, err.signal ?? null),
-  );
+  // execa settles only once stdout/stderr close, and a child left behind by the leader (a
+  // background job, a daemon) keeps them open: without this the step would hang until the
+  // agent timeout and the sweep below would never run. So sweep the group the moment the
+  // leader exits on its own; during a stop, `stop()` escalates after the grace instead (the
+  // leader obeying TERM does not cut its children's grace short).
+  // (execa's subprocess is a promise without the ChildProcess events, so the leader is watched
+  // with kill(pid, 0): Node reaps its children at once, so a gone leader answers ESRCH.)
+  const leaderWatch = setInterval(() => {
+    if (!stopping && !processAlive(pid)) {
+      clearInterval(leaderWatch);
+      killGroup(pid, 'SIGKILL');
+    }
+  }, LEADER_POLL_MS);
+  leaderWatch.unref();
+  const exited: Promise<ProcessExit> = Promise.resolve(child)
+    .then(
+      (r) => finish(r.exitCode ?? null, r.signal ?? null),
+      (err: { exitCode?: number; signal?: string }) => finish(err.exitCode ?? null, err.signal ?? null),
+    )
+    .finally(() => clearInterval(leaderWatch));
   function finish(exitCode: number | null, signal: string | null): ProcessExit {
     if (partial && spec.onStdoutLine) {
       try {
