@@ -94,8 +94,8 @@ export interface BenchOrch {
   config: Config;
   rt: Runtime;
   project: Project;
-  /** an in-process worker with its own runtime (pool + pg-boss) */
-  worker(extraEnv?: Record<string, string>): Promise<OrchWorker>;
+  /** an in-process worker with its own runtime (pool + pg-boss); started unless `start: false` */
+  worker(extraEnv?: Record<string, string>, opts?: { start?: boolean }): Promise<OrchWorker>;
   close(): Promise<void>;
 }
 
@@ -123,11 +123,11 @@ export async function startBenchOrch(env: Record<string, string>, project: { max
     config,
     rt,
     project: proj,
-    async worker(extraEnv = {}) {
+    async worker(extraEnv = {}, wopts = {}) {
       const wcfg = loadConfig({ ...fullEnv, ...extraEnv });
       const wrt = await openRuntime(wcfg, db.url, silentLogger, { applicationName: 'orch-bench-worker', poolMax: 10 });
       const w = createWorker({ svc: wrt.svc, agent: createCommandAdapter(wcfg.agent.command!), connectionString: db.url, log: silentLogger });
-      await w.start();
+      if (wopts.start !== false) await w.start();
       closers.push(async () => {
         await w.stop();
         await wrt.close();

@@ -9,7 +9,7 @@ import { listArtefacts } from '@orch/shared/db/queries/artefacts';
 import { getLiveTaskByIssue, leaveCriticalWindow, updateTask } from '@orch/shared/db/queries/tasks';
 import { OrchError } from '@orch/shared/errors';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { startOrch, waitFor, type Orch } from './support/harness.ts';
+import { startOrch, type Orch } from './support/harness.ts';
 import {
   agentControl,
   apiOf,
@@ -262,4 +262,3 @@ describe('kill switch ORCH_STOP_STATUS_ENABLED=false', () => {
   });
 });
 
-void waitFor;

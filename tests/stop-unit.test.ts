@@ -4,7 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { planCancel, type CancelState } from '@orch/shared/cancel';
+import { startGroupProcess } from '@orch/shared/process-group';
 import { isTombstoned, originalIssueId, tombstoneIssueId } from '@orch/shared/stages';
+import { groupMembers } from './support/stop-helpers.ts';
 
 const T0 = new Date('2025-01-01T00:00:00Z');
 
@@ -89,5 +91,33 @@ describe('tombstone of plane_issue_id', () => {
     const b = tombstoneIssueId(uuid, 2);
     expect(a).not.toBe(b);
     expect(originalIssueId(a)).toBe(originalIssueId(b));
+  });
+});
+
+describe('process group (the stop path of agents, deploy and test commands)', () => {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+
+  it('PG-01: STOP of a tree that ignores SIGTERM → SIGKILL after the grace, nobody left', async () => {
+    const p = startGroupProcess({ file: "trap '' TERM; sh -c 'sleep 300 & wait' & sleep 300", args: [], shell: true, cwd: '/tmp', env });
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await groupMembers(p.pid)).length).toBeGreaterThanOrEqual(3);
+    const t0 = Date.now();
+    const exit = await p.stop(0.5);
+    const ms = Date.now() - t0;
+    expect(exit.signal).toBe('SIGKILL');
+    expect(ms).toBeGreaterThanOrEqual(450);
+    expect(ms).toBeLessThan(1500);
+    expect(await groupMembers(p.pid)).toEqual([]);
+  });
+
+  it('PG-02: a leader that exits on its own leaving a background child → the step ends at once and the child is swept', async () => {
+    const p = startGroupProcess({ file: 'sleep 300 & echo leader-done; exit 3', args: [], shell: true, cwd: '/tmp', env });
+    const t0 = Date.now();
+    const exit = await Promise.race([p.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 3000))]);
+    expect(exit).toEqual({ exitCode: 3, signal: null });
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(p.tail()).toContain('leader-done');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await groupMembers(p.pid)).toEqual([]);
   });
 });
