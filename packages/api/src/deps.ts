@@ -2,6 +2,7 @@ import type { Config } from '@orch/shared/config';
 import type { Db } from '@orch/shared/db/client';
 import type { Logger } from '@orch/shared/logger';
 import type { Boss } from '@orch/shared/queue';
+import type { PlaneTracker } from '@orch/shared/tracker/plane';
 
 /** What the API needs: it records and enqueues, never runs agents. */
 export interface ApiDeps {
@@ -9,4 +10,6 @@ export interface ApiDeps {
   boss: Boss;
   config: Config;
   log: Logger;
+  /** the Plane client, when Plane is configured: resolves webhook state ids to names */
+  tracker?: Pick<PlaneTracker, 'stateNameOf'> | null;
 }

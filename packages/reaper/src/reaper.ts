@@ -10,6 +10,7 @@ import { hasDueQueuedJob } from '@orch/shared/db/queries/jobs';
 import { deleteLease, listLeases, terminateBackend } from '@orch/shared/db/queries/merge-leases';
 import { getProject } from '@orch/shared/db/queries/projects';
 import {
+  branchesToSweep,
   clearStreaks,
   orphanedCriticalWindows,
   runningJobFacts,
@@ -22,6 +23,7 @@ import { appendEvent } from '@orch/shared/db/queries/events';
 import type { Logger } from '@orch/shared/logger';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { promoteDependents, promoteSerial } from '@orch/shared/pipeline/apply';
+import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
 import { processAlive } from '@orch/shared/process-group';
 import { sendDispatch } from '@orch/shared/queue';
 import { decideTier, leaseIsStale } from '@orch/shared/reaper/tiers';
@@ -99,6 +101,14 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
       await unit('critical windows', () => criticalWindows(unit));
       if (cfg.reaper.leaseReclaimEnabled) await unit('merge leases', () => leases(report, unit));
       await unit('promotions', () => promotions(unit));
+      await unit('branch sweep', async () => {
+        // Feature branches of finished tasks whose deletion was never recorded (e.g. a task
+        // finalized by Tier 2, or a worker that died right after the merge).
+        for (const t of await branchesToSweep(svc.db)) {
+          const project = await getProject(svc.db, t.project_id);
+          if (project) await unit(`branch ${t.branch}`, () => removeFeatureBranch(svc, t, project, actor));
+        }
+      });
       await unit('dispatch backstop', async () => {
         if (await hasDueQueuedJob(svc.db)) await svc.db.transaction().execute((tx) => sendDispatch(svc.boss, tx, { reason: 'reaper_backstop' }));
       });

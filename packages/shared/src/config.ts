@@ -64,6 +64,26 @@ const schema = z.object({
   ORCH_AGENT: z.enum(['claude', 'codex', 'command', 'demo']).optional().default('demo'),
   ORCH_AGENT_CMD: optionalString,
   ORCH_DEMO_DELAY_MS: num(300, { int: true, min: 0 }),
+  ORCH_AGENT_MODEL: optionalString,
+  ORCH_CLAUDE_BIN: optionalString,
+  ORCH_CLAUDE_MAX_TURNS: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v.trim() === '') return undefined;
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) {
+        ctx.addIssue({ code: 'custom', message: `expected an integer >= 1, got "${v}"` });
+        return z.NEVER;
+      }
+      return n;
+    }),
+  ORCH_CLAUDE_PERMISSION_MODE: optionalString,
+  /** comma-separated; unset → the adapter's default list; "none" → no --allowedTools flag */
+  ORCH_CLAUDE_ALLOWED_TOOLS: optionalString,
+  ORCH_CODEX_BIN: optionalString,
+  ORCH_PLANE_RECONCILE_S: num(60, { min: 0 }),
+  ORCH_OUTBOX_INTERVAL_S: num(2, { min: 0.05 }),
   ORCH_STOP_STATUS_ENABLED: bool(true),
   ORCH_STOP_GRACE_S: num(5, { min: 0 }),
   ORCH_REAPER_ENABLED: bool(true),
@@ -112,7 +132,19 @@ export interface Config {
   workerSlots: number;
   hostId: string;
   worktreeRoot: string;
-  agent: { kind: Parsed['ORCH_AGENT']; command: string | undefined; demoDelayMs: number; timeoutS: number; maxCostUsd: number };
+  agent: {
+    kind: Parsed['ORCH_AGENT'];
+    command: string | undefined;
+    demoDelayMs: number;
+    timeoutS: number;
+    maxCostUsd: number;
+    /** `ORCH_AGENT_MODEL`: passed as `--model` to claude / codex */
+    model?: string | undefined;
+    claude?: { bin: string | undefined; maxTurns: number | undefined; permissionMode: string | undefined; allowedTools: string[] | undefined };
+    codex?: { bin: string | undefined };
+  };
+  /** the tracker's background loops: outbox delivery and the reconciliation poll (0 = off) */
+  tracker: { outboxIntervalS: number; reconcileS: number };
   stop: { enabled: boolean; graceS: number; pollS: number };
   reaper: {
     enabled: boolean;
@@ -181,7 +213,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       demoDelayMs: e.ORCH_DEMO_DELAY_MS,
       timeoutS: e.ORCH_AGENT_TIMEOUT_S,
       maxCostUsd: e.ORCH_AGENT_MAX_COST_USD,
+      model: e.ORCH_AGENT_MODEL,
+      claude: {
+        bin: e.ORCH_CLAUDE_BIN,
+        maxTurns: e.ORCH_CLAUDE_MAX_TURNS,
+        permissionMode: e.ORCH_CLAUDE_PERMISSION_MODE,
+        allowedTools: parseToolList(e.ORCH_CLAUDE_ALLOWED_TOOLS),
+      },
+      codex: { bin: e.ORCH_CODEX_BIN },
     },
+    tracker: { outboxIntervalS: e.ORCH_OUTBOX_INTERVAL_S, reconcileS: e.ORCH_PLANE_RECONCILE_S },
     stop: { enabled: e.ORCH_STOP_STATUS_ENABLED, graceS: e.ORCH_STOP_GRACE_S, pollS: e.ORCH_CANCEL_POLL_S },
     reaper: {
       enabled: e.ORCH_REAPER_ENABLED,
@@ -221,6 +262,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     gitea: e.GITEA_BASE_URL && e.GITEA_TOKEN ? { baseUrl: e.GITEA_BASE_URL, token: e.GITEA_TOKEN } : null,
   };
+}
+
+/** `a, b,c` → ['a','b','c']; `none` → [] (no flag); unset → undefined (the adapter's default). */
+function parseToolList(v: string | undefined): string[] | undefined {
+  if (v === undefined) return undefined;
+  if (v.trim().toLowerCase() === 'none') return [];
+  return v.split(',').map((t) => t.trim()).filter(Boolean);
 }
 
 /** The variables an agent process must never inherit (orch's own secrets). */

@@ -73,7 +73,16 @@ export async function syncMirror(root: string, projectSlug: string, remoteUrl: s
       await git(['config', 'user.email', 'orch@localhost'], { cwd: mirror });
     }
     await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
-    await git(['fetch', '--quiet', '--prune', 'origin'], { cwd: mirror });
+    // Another process on this host may be fetching into the same mirror: ref locks are retried.
+    for (let i = 0; ; i++) {
+      try {
+        await git(['fetch', '--quiet', '--prune', 'origin'], { cwd: mirror });
+        break;
+      } catch (err) {
+        if (i >= 5 || !/lock/i.test((err as Error).message)) throw err;
+        await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+      }
+    }
     return { mirror, remoteUrl };
   });
 }

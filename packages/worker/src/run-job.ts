@@ -22,6 +22,7 @@ import type { StepReport } from '@orch/shared/gates/index';
 import { prepareWorktree, pushBranch, removeTaskWorktree, syncMirror, worktreePath, type ProjectRepo } from '@orch/shared/git';
 import type { Logger } from '@orch/shared/logger';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
+import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
 import { startGroupProcess, type GroupProcess, type ProcessExit } from '@orch/shared/process-group';
 import { renderPrompt } from '@orch/shared/prompts';
 import type { Services } from '@orch/shared/services';
@@ -92,7 +93,7 @@ export async function runJob(ctx: JobContext, rj: RunningJob): Promise<void> {
 
     const outcome = await finalizeJob(svc, job.id, actor, result);
     log.info({ outcome: outcome.kind, verdict: outcome.kind === 'finalized' ? outcome.verdict : undefined }, 'job finalized');
-    await afterJob(ctx, task.id, project, forge, log);
+    await afterJob(ctx, task.id, project, log);
   } catch (err) {
     if (err instanceof StepStopped) {
       await onStopped(ctx, rj, err.reason, log);
@@ -126,7 +127,7 @@ async function onStopped(ctx: JobContext, rj: RunningJob, reason: StopReason, lo
 }
 
 /** After the finalize: a finished task leaves no worktree and no feature branch behind. */
-async function afterJob(ctx: JobContext, taskId: number, project: Project, forge: Forge, log: Logger): Promise<void> {
+async function afterJob(ctx: JobContext, taskId: number, project: Project, log: Logger): Promise<void> {
   const task = await getTask(ctx.svc.db, taskId);
   if (!task) return;
   if (task.cancel_requested_at && task.stage !== 'cancelled') {
@@ -135,8 +136,8 @@ async function afterJob(ctx: JobContext, taskId: number, project: Project, forge
   }
   if (!isTerminal(task.stage)) return;
   await removeTaskWorktree(ctx.svc.config.worktreeRoot, project.slug, taskId);
-  if (task.stage === 'done' && task.branch) {
-    const r = await forge.deleteBranch(task.branch);
+  if (task.stage === 'done') {
+    const r = await removeFeatureBranch(ctx.svc, task, project, `worker:${ctx.workerId}`);
     log.info({ branch: task.branch, result: r }, 'feature branch removed after done');
   }
 }

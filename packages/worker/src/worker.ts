@@ -88,7 +88,15 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
           const tokens = await svc.boss.fetch(DISPATCH_QUEUE, { batchSize: 1 });
           const job = await claimNextJob(svc.db, { workerId: id, host: cfg.hostId, pid: process.pid, maxConcurrency: cfg.maxConcurrency });
           if (tokens?.length) await svc.boss.complete(DISPATCH_QUEUE, tokens.map((t) => t.id));
-          if (!job) break;
+          if (!job) {
+            // Nothing is claimable fleet-wide right now, so due tokens are stale: retire them
+            // (whatever unblocks work later sends a new token and a NOTIFY).
+            if (tokens?.length) {
+              const stale = await svc.boss.fetch(DISPATCH_QUEUE, { batchSize: 100 });
+              if (stale?.length) await svc.boss.complete(DISPATCH_QUEUE, stale.map((t) => t.id));
+            }
+            break;
+          }
           launch(new RunningJob(job, cfg.stop.graceS));
         }
       } while (drainAgain && !stopping);

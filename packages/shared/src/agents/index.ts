@@ -24,11 +24,18 @@ export async function createAgent(config: Config): Promise<AgentAdapter> {
       return createCommandAdapter(config.agent.command!);
     case 'claude': {
       const { createClaudeAdapter } = await import('./claude.ts');
-      return createClaudeAdapter({});
+      const c = config.agent.claude;
+      return createClaudeAdapter({
+        bin: c?.bin,
+        maxTurns: c?.maxTurns,
+        permissionMode: c?.permissionMode,
+        allowedTools: c?.allowedTools,
+        model: config.agent.model,
+      });
     }
     case 'codex': {
       const { createCodexAdapter } = await import('./codex.ts');
-      return createCodexAdapter({});
+      return createCodexAdapter({ bin: config.agent.codex?.bin, model: config.agent.model });
     }
   }
 }

@@ -35,10 +35,26 @@ export type IntakeOutcome =
 
 const norm = (s: string) => s.trim().toLowerCase();
 
+export type StateNameOf = (projectId: string, stateId: string) => Promise<string | null>;
+
+export interface PlaneEventMeta {
+  deliveryId: string | null;
+  payload: unknown;
+  stateNameOf?: StateNameOf | undefined;
+  /** where the event came from, for the log line (default `webhook`) */
+  source?: 'webhook' | 'reconcile';
+}
+
+/**
+ * Act on one Plane issue event — a webhook, or a synthetic event built by the reconciliation
+ * poll — at most once per content (`webhookDedupeKey`). A reconciled issue gets the key its
+ * webhook would have had (same event, field, new state, `updated_at`), so the webhook and the
+ * poll deduplicate each other.
+ */
 export async function handlePlaneEvent(
   d: Pick<Services, 'db' | 'boss' | 'config'> & { log: Logger },
   e: PlaneIssueEvent,
-  meta: { deliveryId: string | null; payload: unknown; stateNameOf?: (projectId: string, stateId: string) => Promise<string | null> },
+  meta: PlaneEventMeta,
 ): Promise<{ outcome: IntakeOutcome; taskId: number | null }> {
   const key = webhookDedupeKey(e);
   if (await deliverySeen(d.db, key)) return { outcome: 'duplicate', taskId: null };
@@ -52,7 +68,10 @@ export async function handlePlaneEvent(
     taskId: result.taskId,
     payload: meta.payload,
   });
-  d.log.info({ outcome: result.outcome, taskId: result.taskId, issueId: e.issueId, deliveryId: meta.deliveryId }, 'plane webhook');
+  d.log.info(
+    { outcome: result.outcome, taskId: result.taskId, issueId: e.issueId, deliveryId: meta.deliveryId },
+    meta.source === 'reconcile' ? 'plane reconcile' : 'plane webhook',
+  );
   return fresh ? result : { outcome: 'duplicate', taskId: result.taskId };
 }
 
@@ -60,7 +79,7 @@ async function decideAndAct(
   d: Pick<Services, 'db' | 'boss' | 'config'>,
   cfg: Config,
   e: PlaneIssueEvent,
-  stateNameOf?: (projectId: string, stateId: string) => Promise<string | null>,
+  stateNameOf?: StateNameOf,
 ): Promise<{ outcome: IntakeOutcome; taskId: number | null }> {
   const none = (outcome: IntakeOutcome) => ({ outcome, taskId: null });
   if (e.event !== 'issue' || !e.issueId) return none('ignored_event');
@@ -70,7 +89,14 @@ async function decideAndAct(
   const project = await getProjectByPlaneId(d.db, e.projectId);
   if (!project) return none('ignored_unknown_project');
   let state = e.stateName;
-  if (!state && e.stateId && stateNameOf) state = await stateNameOf(e.projectId, e.stateId);
+  if (!state && e.stateId && stateNameOf) {
+    try {
+      state = await stateNameOf(e.projectId, e.stateId);
+    } catch (err) {
+      // Not recorded as seen: the reconciliation poll (same dedupe key) acts on it later.
+      throw new OrchError('unavailable', `cannot resolve Plane state ${e.stateId}: ${(err as Error).message}`);
+    }
+  }
   if (!state) return none('ignored_state');
 
   if (norm(state) === norm(cfg.planeStates.stop)) {

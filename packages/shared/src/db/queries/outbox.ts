@@ -47,3 +47,32 @@ export async function outboxBacklog(db: DbOrTx): Promise<number> {
     .executeTakeFirstOrThrow();
   return r.n;
 }
+
+/**
+ * Claim due rows that are the oldest undelivered row of their issue (SKIP LOCKED). A later row of
+ * an issue waits while an earlier one is pending (backing off, or being delivered by another
+ * deliverer): calls reach the tracker in the order they were written, per issue.
+ */
+export async function dueOutboxHeads(db: DbOrTx, limit: number): Promise<OutboxRow[]> {
+  return db
+    .selectFrom('outbox as o')
+    .selectAll('o')
+    .where('o.delivered_at', 'is', null)
+    .where('o.next_attempt_at', '<=', sql<Date>`now()`)
+    .where(({ not, exists, selectFrom }) =>
+      not(
+        exists(
+          selectFrom('outbox as e')
+            .select(sql`1`.as('one'))
+            .where('e.delivered_at', 'is', null)
+            .whereRef('e.id', '<', 'o.id')
+            .where(sql<boolean>`e.payload->>'issueId' = o.payload->>'issueId'`),
+        ),
+      ),
+    )
+    .orderBy('o.id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+}

@@ -108,3 +108,16 @@ export async function finishedJobAgentPids(db: DbOrTx, host: string): Promise<Ar
   `.execute(db);
   return r.rows;
 }
+
+/** Finished tasks of the last day whose feature branch deletion was never recorded. */
+export async function branchesToSweep(db: DbOrTx, limit = 20): Promise<Array<{ id: number; project_id: number; branch: string }>> {
+  const r = await sql<{ id: number; project_id: number; branch: string }>`
+    SELECT t.id, t.project_id, t.branch FROM tasks t
+    WHERE t.stage IN ('done', 'cancelled') AND t.branch IS NOT NULL
+      AND t.updated_at > now() - interval '1 day'
+      AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.id AND e.kind IN ('branch_deleted', 'branch_delete_refused'))
+    ORDER BY t.id
+    LIMIT ${limit}
+  `.execute(db);
+  return r.rows;
+}
