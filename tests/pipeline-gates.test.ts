@@ -95,7 +95,8 @@ describe('merges', () => {
     const merges = await git(['rev-list', '--merges', '--first-parent', 'main'], { cwd: orch.repo });
     expect(merges.stdout.split('\n').filter(Boolean)).toHaveLength(5);
     for (const id of ids) expect((await getTask(orch.rt.svc.db, id))!.merged_sha).toBeTruthy();
-    expect(await branchesOf(orch.repo)).toEqual(['main']);
+    // the feature branch goes right after the task reaches done
+    await waitFor(async () => (await branchesOf(orch!.repo)).join() === 'main', 10_000, 'feature branches deleted');
     const leases = await sql<{ n: number }>`SELECT count(*)::int AS n FROM merge_leases`.execute(orch.rt.svc.db);
     expect(leases.rows[0]!.n).toBe(0);
   });

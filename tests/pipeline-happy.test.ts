@@ -29,6 +29,7 @@ describe('pipeline, in-process worker and reaper', () => {
       ['merge', 'done'],
     ]);
     expect(await filesOnBranch(orch.repo, 'main')).toContain(`orch-demo/task-${task.id}.md`);
-    expect(await branchesOf(orch.repo)).toEqual(['main']);
+    // the feature branch goes right after the task reaches done
+    await waitFor(async () => (await branchesOf(orch!.repo)).join() === 'main', 10_000, 'feature branches deleted');
   });
 });

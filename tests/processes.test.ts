@@ -44,7 +44,8 @@ describe('separate processes', () => {
     expect(detail.jobs.map((j) => j.status)).toEqual(['done', 'done', 'done', 'done']);
     expect(new Set(detail.jobs.map((j) => j.host))).toEqual(new Set(['host-a']));
     expect(await filesOnBranch(orch.repo, 'main')).toContain(`orch-demo/task-${task.id}.md`);
-    expect(await branchesOf(orch.repo)).toEqual(['main']);
+    // the feature branch goes right after the task reaches done
+    await waitFor(async () => (await branchesOf(orch!.repo)).join() === 'main', 10_000, 'feature branches deleted');
     const queue = (await (await fetch(`${base}/queue`)).json()) as { workers: Array<{ host: string }>; reaper: { leader: string | null } };
     expect(queue.workers.map((w) => w.host)).toContain('host-a');
     await waitFor(async () => {

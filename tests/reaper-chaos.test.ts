@@ -174,6 +174,14 @@ describe('chaos: workers SIGKILLed at random moments', () => {
 
     const tasks = await db.selectFrom('tasks').select(['id', 'stage', 'merged_sha', 'blocked_reason']).orderBy('id').execute();
     expect(tasks).toHaveLength(TASKS);
+    if (tasks.some((t) => t.stage !== 'done')) {
+      const stuck = tasks.filter((t) => t.stage !== 'done').map((t) => t.id);
+      const js = await sql`SELECT j.id, j.task_id, j.stage, j.status, j.attempt, j.reason, j.worker_id, j.run_after, j.started_at, j.finished_at FROM jobs j WHERE task_id = ANY(${stuck}) ORDER BY task_id, id`.execute(db);
+      console.log('STUCK', JSON.stringify(tasks.filter((t) => t.stage !== 'done')), '\n', js.rows.map((r) => JSON.stringify(r)).join('\n'));
+      console.log('LEASES', JSON.stringify((await sql`SELECT * FROM merge_leases`.execute(db)).rows), JSON.stringify((await sql`SELECT * FROM workers`.execute(db)).rows));
+      console.log('TOKENS', JSON.stringify((await sql`SELECT state, count(*) FROM pgboss.job GROUP BY state`.execute(db)).rows));
+      console.log('CRIT', JSON.stringify((await sql`SELECT id, stage, critical_started_at, pr_number, blocked_reason, waiting_for FROM tasks WHERE id = ANY(${stuck})`.execute(db)).rows));
+    }
     expect(tasks.filter((t) => t.stage !== 'done')).toEqual([]);
     for (const t of tasks) expect(t.merged_sha).toMatch(/^[0-9a-f]{40}$/);
 
