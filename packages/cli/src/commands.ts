@@ -22,6 +22,8 @@ import { createReaper } from '@orch/reaper/reaper';
 import { createWorker } from '@orch/worker/worker';
 import { checkDatabase, CliError, config, databaseUrl, logger, runtime, untilSignal } from './context.ts';
 import { startEmbeddedPostgres } from './embedded-postgres.ts';
+import { startTrackerLoops } from './tracker-loops.ts';
+import { createTracker } from '@orch/shared/tracker/index';
 import { formatStatus, formatTask, formatTasks } from './format.ts';
 
 type Command = (argv: string[]) => Promise<number>;
@@ -123,7 +125,7 @@ const migrateCmd = command({
 });
 
 async function serveApi(rt: Awaited<ReturnType<typeof runtime>>, port: number, host: string) {
-  const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log });
+  const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config) });
   return new Promise<{ close(): Promise<void>; port: number }>((resolve) => {
     const server = serve({ fetch: app.fetch, port, hostname: host }, (info) =>
       resolve({
@@ -181,7 +183,9 @@ const reaperCmd = command({
     const rt = await runtime(cfg, log, 'orch-reaper', { superviseBoss: true });
     const reaper = createReaper({ svc: rt.svc, connectionString: rt.connectionString, log });
     reaper.start();
+    const trackerLoops = startTrackerLoops(rt, log);
     await untilSignal();
+    await trackerLoops.stop();
     await reaper.stop();
     await rt.close();
     return 0;
@@ -243,6 +247,7 @@ const upCmd = command({
     await worker.start();
     const reaper = createReaper({ svc: rt.svc, connectionString: url, log });
     reaper.start();
+    const trackerLoops = startTrackerLoops(rt, log);
     const base = `http://${cfg.api.host}:${server.port}`;
     say(`api on ${base} (queue: ${base}/queue, tasks: ${base}/tasks)`);
     say(`agent: ${cfg.agent.kind}; worktrees: ${cfg.worktreeRoot}`);
@@ -250,6 +255,7 @@ const upCmd = command({
     const sig = await untilSignal();
     say(`${sig}: stopping (running jobs get ${cfg.workerShutdownS}s to finish)`);
     await worker.stop();
+    await trackerLoops.stop();
     await reaper.stop();
     await server.close();
     await rt.close();

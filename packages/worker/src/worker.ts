@@ -15,6 +15,7 @@ import { heartbeatWorker, markWorkerStopped, registerWorker } from '@orch/shared
 import type { Logger } from '@orch/shared/logger';
 import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE } from '@orch/shared/queue';
 import type { Services } from '@orch/shared/services';
+import { killOrphanAgents } from '@orch/shared/orphans';
 import { listen, type Listener } from './listener.ts';
 import { RunningJob, runJob } from './run-job.ts';
 
@@ -179,6 +180,13 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
       every(cfg.stop.pollS, checkCancels, 'cancel watch');
       every(cfg.dispatchPollS, () => drain(), 'dispatch poll');
       every(Math.max(cfg.stop.pollS * 5, 5), () => completeForeignCancels(), 'cancel sweep');
+      // Agents a crashed worker of this host left behind (their jobs were reaped meanwhile).
+      const orphans = async () => {
+        const n = await killOrphanAgents(svc.db, cfg.hostId);
+        if (n) log.warn({ killed: n }, 'killed orphan agent processes');
+      };
+      every(10, orphans, 'orphan sweep');
+      void orphans().catch(never('orphan sweep'));
       void drain();
     },
 
