@@ -97,7 +97,8 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
     });
     if (report.leader) {
       await unit('tiers', () => tiers(report, unit));
-      if (cfg.stop.enabled) await unit('cancels', () => cancels(report, unit));
+      // pending cancels complete even with STOP disabled: the switch only closes the entry points
+      await unit('cancels', () => cancels(report, unit));
       await unit('critical windows', () => criticalWindows(unit));
       if (cfg.reaper.leaseReclaimEnabled) await unit('merge leases', () => leases(report, unit));
       await unit('promotions', () => promotions(unit));

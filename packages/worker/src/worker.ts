@@ -122,7 +122,8 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
 
   /** Complete cancels of tasks that have no job running here (any worker may; all steps are CAS). */
   async function completeForeignCancels(taskIds?: number[]): Promise<void> {
-    if (!cfg.stop.enabled) return;
+    // Not gated by ORCH_STOP_STATUS_ENABLED: the switch closes the entry points; a cancel
+    // requested before it was turned off must still complete (claims skip that task).
     const mine = new Set([...running.values()].map((e) => e.rj.job.task_id));
     const ids = taskIds ?? (await pendingCancels(svc.db)).map((t) => t.id);
     for (const taskId of ids) {
