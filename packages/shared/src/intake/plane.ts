@@ -10,7 +10,7 @@ import type { Config } from '../config.ts';
 import { liveJobOfTask } from '../db/queries/jobs.ts';
 import { getProjectByPlaneId } from '../db/queries/projects.ts';
 import { getLiveTaskByIssue } from '../db/queries/tasks.ts';
-import { deliverySeen, recordDelivery } from '../db/queries/webhooks.ts';
+import { deliverySeen, recordDelivery, tryLockDeliveryKey } from '../db/queries/webhooks.ts';
 import { OrchError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { createTask, retryTask } from '../pipeline/tasks.ts';
@@ -57,22 +57,30 @@ export async function handlePlaneEvent(
   meta: PlaneEventMeta,
 ): Promise<{ outcome: IntakeOutcome; taskId: number | null }> {
   const key = webhookDedupeKey(e);
-  if (await deliverySeen(d.db, key)) return { outcome: 'duplicate', taskId: null };
-  const result = await decideAndAct(d, d.config, e, meta.stateNameOf);
-  const fresh = await recordDelivery(d.db, {
-    dedupeKey: key,
-    deliveryId: meta.deliveryId,
-    event: e.event,
-    action: e.action,
-    outcome: result.outcome,
-    taskId: result.taskId,
-    payload: meta.payload,
+  // The delivery row is written in a transaction that holds the content's lock while the event is
+  // acted on (on other connections): an identical delivery arriving meanwhile is a duplicate at
+  // once, so the outcome recorded is the one that acted (e.g. task_created, not a loser's view).
+  const result = await d.db.transaction().execute(async (tx) => {
+    if (!(await tryLockDeliveryKey(tx, key))) return null;
+    if (await deliverySeen(tx, key)) return null;
+    const r = await decideAndAct(d, d.config, e, meta.stateNameOf);
+    const fresh = await recordDelivery(tx, {
+      dedupeKey: key,
+      deliveryId: meta.deliveryId,
+      event: e.event,
+      action: e.action,
+      outcome: r.outcome,
+      taskId: r.taskId,
+      payload: meta.payload,
+    });
+    return fresh ? r : { outcome: 'duplicate' as const, taskId: r.taskId };
   });
+  if (result === null) return { outcome: 'duplicate', taskId: null };
   d.log.info(
     { outcome: result.outcome, taskId: result.taskId, issueId: e.issueId, deliveryId: meta.deliveryId },
     meta.source === 'reconcile' ? 'plane reconcile' : 'plane webhook',
   );
-  return fresh ? result : { outcome: 'duplicate', taskId: result.taskId };
+  return result;
 }
 
 async function decideAndAct(
