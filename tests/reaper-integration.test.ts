@@ -345,6 +345,29 @@ describe('leadership and Tier 1', () => {
     expect(ok(await follower.tick()).leader).toBe(true);
   });
 
+  it('the leader loses its session (backend terminated): exactly one reaper leads on the next ticks, without errors', async () => {
+    const o = await orchWith();
+    const a = await o.reaper({ ORCH_HOST_ID: 'ra' });
+    const b = await o.reaper({ ORCH_HOST_ID: 'rb' });
+    expect(ok(await a.tick()).leader).toBe(true);
+    expect(ok(await b.tick()).leader).toBe(false);
+    await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'orch-reaper-leader'`.execute(o.rt.svc.db);
+    await sleep(100);
+    for (let i = 0; i < 4; i++) {
+      const [ra, rb] = await Promise.all([a.tick(), b.tick()]);
+      expect([ra.leader, rb.leader].filter(Boolean)).toHaveLength(1);
+      ok(ra);
+      ok(rb);
+    }
+    // a follower keeps no connection open per tick
+    const leaders = await count(
+      o,
+      sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'orch-reaper-leader'`,
+    );
+    expect(leaders).toBe(1);
+  });
+
   it('a dead-owner streak survives a reaper restart; a live owner on another host is never suspected', async () => {
     const o = await orchWith({ ORCH_REAPER_DEAD_TICKS: '2' });
     const host = o.config.hostId;
@@ -419,6 +442,7 @@ describe('Tier 3 and zombies, with a real worker', () => {
       ORCH_REAPER_MAX_RUNNING_S: '1',
       ORCH_STOP_GRACE_S: '1',
       ORCH_CANCEL_POLL_S: '0.2',
+      ORCH_RETRY_BACKOFF_BASE_S: '60', // the retry waits: no second hanging agent to shut down
     });
     await o.worker();
     // The reaper on another host: its janitor cannot kill this host's agents, only the worker can.
@@ -446,12 +470,12 @@ describe('Tier 3 and zombies, with a real worker', () => {
       const s = await procState(pid);
       return (s === null || s === 'Z') && (await groupMembers(pid)).length === 0 ? Date.now() : null;
     }, 10_000, 'agent group dead');
-    expect(gone - t0).toBeLessThanOrEqual(bound + 800); // slack for scheduling on a busy 2-core box
+    expect(gone - t0).toBeLessThanOrEqual(bound + 1000); // slack for scheduling on a busy 2-core box
 
     const jobs = await listTaskJobs(o.rt.svc.db, task.id);
     expect(jobs).toHaveLength(2);
-    expect(jobs[1]).toMatchObject({ stage: 'analysis', attempt: 2 });
-    expect(['queued', 'running']).toContain(jobs[1]!.status);
+    expect(jobs[1]).toMatchObject({ stage: 'analysis', attempt: 2, status: 'queued' });
+    expect(jobs[1]!.run_after.getTime()).toBeGreaterThan(failed.finished_at!.getTime() + 50_000); // backoff 60·2^0 s
     expect((await reaperTotals(o)).max_running).toBe(1);
   });
 
@@ -480,7 +504,7 @@ describe('Tier 3 and zombies, with a real worker', () => {
     const detectS = (z.finished_at!.getTime() - lastBeat.getTime()) / 1000;
     const boundS = 2 + (2 + 2) * 0.3;
     expect(detectS).toBeGreaterThan(2); // not before the heartbeat went stale
-    expect(detectS).toBeLessThanOrEqual(boundS + 0.5); // + the ticks' own duration
+    expect(detectS).toBeLessThanOrEqual(boundS + 1); // + the ticks' own duration on a busy box
 
     // B really was held back by the zombie (fleet cap 1), and every job of B ran after the reap.
     const bJobs = await listTaskJobs(o.rt.svc.db, taskB.id);
@@ -563,6 +587,23 @@ describe('merge leases', () => {
     expect(ok(await on.tick())).toMatchObject({ leader: true, lease_reclaims: 1 });
     expect(await o.rt.svc.db.selectFrom('merge_leases').selectAll().execute()).toEqual([]);
     expect(ok(await on.tick()).lease_reclaims).toBe(0);
+  });
+
+  it('a lease row left by a live connection that no longer holds the lock is removed, but that connection is not killed', async () => {
+    const o = await orchWith();
+    await fakeWorker(o, { id: 'w1', host: 'elsewhere' });
+    const { job } = await runningJob(o, 'w1');
+    // A pooled connection: it merged, released the lock, failed to clear its row, and went back to work.
+    const pooled = await holdMergeLease(o, job.id);
+    await pooled.query('SELECT pg_advisory_unlock_all()');
+    await heartbeatWorker(o.rt.svc.db, 'w1');
+
+    const reaper = await o.reaper();
+    expect(ok(await reaper.tick())).toMatchObject({ leader: true, lease_reclaims: 1 });
+    expect(await o.rt.svc.db.selectFrom('merge_leases').selectAll().execute()).toEqual([]);
+    await sleep(200);
+    expect((await pooled.query<{ n: number }>('SELECT 1 AS n')).rows[0]!.n).toBe(1);
+    await pooled.end();
   });
 });
 

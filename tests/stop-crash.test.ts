@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { requestCancel } from '@orch/shared/cancel';
 import { worktreePath } from '@orch/shared/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
+import { killGroup } from '@orch/shared/process-group';
 import { branchesOf, startOrch, waitFor, type Orch } from './support/harness.ts';
 import { agentControl, eventsOf, groupMembers, jobsOf, liveProcess, sleep, taskRow, waitRunningAgent, waitStage } from './support/stop-helpers.ts';
 
@@ -60,7 +61,11 @@ async function crashMidCancel(leaderIgnoresTerm: boolean): Promise<void> {
   reaper.start();
   await waitStage(orch, t.id, 'cancelled', 20_000);
   const completeMs = Date.now() - tKill;
-  await waitFor(async () => (await groupMembers(pid)).length === 0, 5_000, 'orphaned agent tree killed');
+  try {
+    await waitFor(async () => (await groupMembers(pid)).length === 0, 5_000, 'orphaned agent tree killed');
+  } finally {
+    killGroup(pid, 'SIGKILL'); // never leave the test's own survivors behind, even when it fails
+  }
   const deadMs = Date.now() - tKill;
   for (const p of procs) expect(await liveProcess(p)).toBe(false);
   console.log(

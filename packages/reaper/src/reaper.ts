@@ -7,12 +7,13 @@
 import pg from 'pg';
 import { completeCancel } from '@orch/shared/cancel';
 import { hasDueQueuedJob } from '@orch/shared/db/queries/jobs';
-import { deleteLease, listLeases, terminateBackend } from '@orch/shared/db/queries/merge-leases';
+import { listLeases } from '@orch/shared/db/queries/merge-leases';
 import { getProject } from '@orch/shared/db/queries/projects';
 import {
   branchesToSweep,
   clearStreaks,
   orphanedCriticalWindows,
+  reclaimLease,
   runningJobFacts,
   saveReaperState,
   setStreak,
@@ -70,14 +71,17 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
       if (leaderClient === c) leaderClient = null;
     });
     await c.connect();
-    const r = await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [REAPER_LOCK_KEY]);
-    if (r.rows[0]?.ok) {
-      leaderClient = c;
-      log.info('reaper is leader');
-      return true;
+    let ok = false;
+    try {
+      ok = (await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [REAPER_LOCK_KEY])).rows[0]?.ok === true;
+    } finally {
+      // a follower (or a failed attempt) must not keep a connection per tick
+      if (!ok) await c.end().catch(() => {});
     }
-    await c.end();
-    return false;
+    if (!ok) return false;
+    leaderClient = c;
+    log.info('reaper is leader');
+    return true;
   }
 
   async function runTick(): Promise<TickReport> {
@@ -226,10 +230,13 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
     for (const l of await listLeases(svc.db)) {
       if (!leaseIsStale(l, cfg.reaper.mergeLeaseTtlS)) continue;
       await unit(`lease ${l.project}`, async () => {
-        if (l.holder_alive) await terminateBackend(svc.db, l.backend_pid);
-        if (await deleteLease(svc.db, l.project_id, l.backend_pid)) {
+        // One statement: the row goes only if it is still this lease, and the backend is
+        // terminated only while it still holds the merge lock (a pooled connection that let
+        // go of the lock may be doing other work by now: never kill it).
+        const r = await reclaimLease(svc.db, l);
+        if (r.removed) {
           report.lease_reclaims++;
-          log.warn({ project: l.project, jobId: l.job_id, backendPid: l.backend_pid, ageS: l.age_s }, 'stale merge lease reclaimed');
+          log.warn({ project: l.project, jobId: l.job_id, backendPid: l.backend_pid, ageS: l.age_s, terminated: r.terminated }, 'stale merge lease reclaimed');
         }
       });
     }

@@ -1,6 +1,7 @@
 /** What the reaper reads and the bookkeeping it keeps (its only write on jobs is the flip). */
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
+import { mergeLockKey } from './merge-leases.ts';
 
 export interface RunningJobRow {
   id: number;
@@ -120,4 +121,32 @@ export async function branchesToSweep(db: DbOrTx, limit = 20): Promise<Array<{ i
     LIMIT ${limit}
   `.execute(db);
   return r.rows;
+}
+
+/**
+ * Reclaim one stale merge lease, atomically: the row is deleted only if it is still the lease
+ * the reaper judged (same merge job and backend), and the holder's backend is
+ * terminated only if that backend still holds this project's merge lock. A backend that no
+ * longer holds the lock is a pooled connection doing other work (or about to): it is never
+ * killed. Returns whether the lease row was removed and whether a backend was terminated.
+ */
+export async function reclaimLease(
+  db: DbOrTx,
+  l: { project_id: number; job_id: number; backend_pid: number },
+): Promise<{ removed: boolean; terminated: boolean }> {
+  const [classid] = mergeLockKey(l.project_id);
+  const r = await sql<{ terminated: boolean | null }>`
+    WITH gone AS (
+      DELETE FROM merge_leases
+      WHERE project_id = ${l.project_id} AND job_id = ${l.job_id} AND backend_pid = ${l.backend_pid}
+      RETURNING project_id, backend_pid
+    )
+    SELECT (SELECT pg_terminate_backend(g.backend_pid)
+            WHERE EXISTS (SELECT 1 FROM pg_locks k
+                          WHERE k.locktype = 'advisory' AND k.granted AND k.pid = g.backend_pid
+                            AND k.classid = ${classid}::oid AND k.objid = g.project_id::oid AND k.objsubid = 2)) AS terminated
+    FROM gone g
+  `.execute(db);
+  const row = r.rows[0];
+  return { removed: row !== undefined, terminated: row?.terminated === true };
 }
