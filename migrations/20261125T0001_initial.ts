@@ -87,6 +87,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       reason            text,
       outcome           text,
       test_exit_code    integer,
+      test_started_at   timestamptz,
+      test_finished_at  timestamptz,
       created_at        timestamptz NOT NULL DEFAULT now(),
       CHECK ((status = 'running') <= (worker_id IS NOT NULL AND started_at IS NOT NULL)),
       CHECK ((status IN ('done','failed','cancelled')) = (finished_at IS NOT NULL))

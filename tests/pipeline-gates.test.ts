@@ -62,6 +62,23 @@ describe('quality gates', () => {
     expect(jobs.at(-1)!.reason).toMatch(/^tests_failed_exit_/);
   });
 
+  it('a test command that outlasts the finalize grace is part of the step: the reaper leaves the job to its worker', async () => {
+    orch = await startOrch({
+      env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: agentCmd(), ORCH_REAPER_FINALIZE_GRACE_S: '0.3', ORCH_REAPER_INTERVAL_S: '0.1' },
+      project: { test_cmd: 'sleep 2' },
+    });
+    await orch.worker();
+    const reaper = await orch.reaper();
+    reaper.start();
+    const task = await createTask(orch.rt.svc, { project: 'p', title: 'slow tests' }, 'test');
+    await waitFor(async () => (await getTask(orch!.rt.svc.db, task.id))?.stage === 'done', 40_000, 'done');
+    const impl = (await listTaskJobs(orch.rt.svc.db, task.id)).filter((j) => j.stage === 'implementation');
+    expect(impl.map((j) => j.status)).toEqual(['done']);
+    expect(impl[0]!.test_exit_code).toBe(0);
+    const byReaper = await sql<{ n: number }>`SELECT count(*)::int AS n FROM task_events WHERE task_id = ${task.id} AND actor LIKE 'reaper:%' AND kind LIKE 'job_%'`.execute(orch.rt.svc.db);
+    expect(byReaper.rows[0]!.n).toBe(0);
+  });
+
   it('review REQUEST_CHANGES sends the task back, bounded by ORCH_MAX_REVIEW_ROUNDS', async () => {
     orch = await startOrch({ env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: agentCmd({ REVIEW_VERDICT: 'REQUEST_CHANGES' }), ORCH_MAX_REVIEW_ROUNDS: '1' } });
     await orch.worker();

@@ -67,7 +67,7 @@ describe('orch up', () => {
 
     up.kill('SIGTERM');
     const first = await up;
-    expect(first.exitCode, log).toBe(0);
+    expect(first.exitCode, `signal ${first.signal}\n${log}`).toBe(0);
     expect(first.stderr).toContain('embedded Postgres');
     expect(first.stderr).toContain(base);
 

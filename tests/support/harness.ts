@@ -168,6 +168,8 @@ export async function startOrch(opts: { env?: Record<string, string>; project?: 
     addProject: async (input) => addProject(rt.svc.db, { repo, base: 'main', ...input }),
     spawn(args, extra = {}) {
       const child = execa(process.execPath, [CLI, ...args], {
+        // not inside a git repository, as on an operator's machine: git calls must not rely on cwd
+        cwd: dir,
         env: { ...env, ...extra },
         extendEnv: true,
         reject: false,

@@ -1,8 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { serve } from '@hono/node-server';
 import { createApp } from '@orch/api/app';
+import { serveApp } from '@orch/api/serve';
 import { createAgent } from '@orch/shared/agents/index';
 import { requestCancel } from '@orch/shared/cancel';
 import { createDb } from '@orch/shared/db/client';
@@ -25,6 +25,7 @@ import { startEmbeddedPostgres } from './embedded-postgres.ts';
 import { startTrackerLoops } from './tracker-loops.ts';
 import { createTracker } from '@orch/shared/tracker/index';
 import { formatStatus, formatTask, formatTasks } from './format.ts';
+import { findTask, streamLogs } from './logs.ts';
 
 type Command = (argv: string[]) => Promise<number>;
 
@@ -64,10 +65,31 @@ function command(spec: Spec): Command {
   };
 }
 
+/** What each option means, shown by `--help` (one vocabulary across commands). */
+const OPTION_HELP: Record<string, string> = {
+  json: 'print the data as JSON instead of text',
+  port: 'listen on this port (default: ORCH_API_PORT)',
+  follow: 'keep printing new lines every second until the task is done/cancelled (Ctrl-C to quit)',
+  project: 'project slug',
+  stage: 'only tasks in this stage (analysis … done, cancelled)',
+  body: 'task description given to the agent',
+  'depends-on': 'comma-separated task ids this task waits for',
+  slug: 'project slug: lowercase letters, digits, - and _',
+  repo: 'git URL or path the workers can fetch and push',
+  base: 'base branch (default: main)',
+  gitea: 'owner/repo on Gitea (without it the forge is local)',
+  'plane-project': "Plane project UUID whose issues feed this project",
+  'test-cmd': 'command run (sh -c) in the worktree by the implementation gate',
+  'deploy-cmd': 'command run (sh -c) by the deploy stage; without it deploy is skipped',
+  serial: 'one task past analysis at a time, in creation order',
+  'max-concurrency': "cap on the project's running jobs (default 2)",
+};
+
 function optionHelp(spec: Spec): string {
-  const opts = Object.entries(spec.options ?? {});
-  if (!opts.length) return '';
-  return `\noptions:\n${opts.map(([k, o]) => `  --${k}${o.type === 'string' ? ' <value>' : ''}`).join('\n')}\n  --help\n`;
+  const opts = Object.entries(spec.options ?? {}).map(([k, o]) => [`--${k}${o.type === 'string' ? ' <value>' : ''}`, OPTION_HELP[k] ?? ''] as const);
+  opts.push(['--help', 'show this help']);
+  const w = Math.max(...opts.map(([f]) => f.length));
+  return `\noptions:\n${opts.map(([f, h]) => `  ${f.padEnd(w)}  ${h}`.trimEnd()).join('\n')}\n`;
 }
 
 function print(json: boolean, data: unknown, text: () => string): void {
@@ -126,32 +148,23 @@ const migrateCmd = command({
 
 async function serveApi(rt: Awaited<ReturnType<typeof runtime>>, port: number, host: string) {
   const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config) });
-  return new Promise<{ close(): Promise<void>; port: number }>((resolve) => {
-    const server = serve({ fetch: app.fetch, port, hostname: host }, (info) =>
-      resolve({
-        port: info.port,
-        close: () =>
-          new Promise<void>((r) => {
-            server.close(() => r());
-            // keep-alive connections would hold close() open for their whole idle timeout
-            if ('closeAllConnections' in server) (server as { closeAllConnections(): void }).closeAllConnections();
-          }),
-      }),
-    );
-  });
+  return serveApp(app, port, host);
 }
 
 const apiCmd = command({
-  summary: 'Run the HTTP API (webhooks, REST, dashboard). Intake only: it never runs agents.',
+  summary:
+    'Run the HTTP API: Plane webhook, REST, dashboard (/), Prometheus metrics (/metrics), API reference (/docs).\n' +
+    'Intake only: it never runs agents.',
   usage: 'orch api [--port N]',
   options: { port: { type: 'string' } },
   run: async ({ values }) => {
+    const signalled = untilSignal(); // first, so a signal during start-up is not lost
     const cfg = config();
     const log = logger(cfg, 'orch-api');
     const rt = await runtime(cfg, log, 'orch-api');
     const server = await serveApi(rt, values.port ? Number(values.port) : cfg.api.port, cfg.api.host);
     log.info({ port: server.port, host: cfg.api.host }, 'api listening');
-    await untilSignal();
+    await signalled;
     await server.close();
     await rt.close();
     return 0;
@@ -162,12 +175,13 @@ const workerCmd = command({
   summary: 'Run a worker: claims jobs and runs agents in git worktrees. Run as many as you like.',
   usage: 'orch worker',
   run: async () => {
+    const signalled = untilSignal(); // first, so a signal during start-up is not lost
     const cfg = config();
     const log = logger(cfg, 'orch-worker');
     const rt = await runtime(cfg, log, 'orch-worker');
     const worker = createWorker({ svc: rt.svc, agent: await createAgent(cfg), connectionString: rt.connectionString, log });
     await worker.start();
-    await untilSignal();
+    await signalled;
     await worker.stop();
     await rt.close();
     return 0;
@@ -178,13 +192,14 @@ const reaperCmd = command({
   summary: 'Run the reaper (liveness daemon). Run several for HA: one leader acts per tick.',
   usage: 'orch reaper',
   run: async () => {
+    const signalled = untilSignal(); // first, so a signal during start-up is not lost
     const cfg = config();
     const log = logger(cfg, 'orch-reaper');
     const rt = await runtime(cfg, log, 'orch-reaper', { superviseBoss: true });
     const reaper = createReaper({ svc: rt.svc, connectionString: rt.connectionString, log });
     reaper.start();
     const trackerLoops = startTrackerLoops(rt, log);
-    await untilSignal();
+    await signalled;
     await trackerLoops.stop();
     await reaper.stop();
     await rt.close();
@@ -219,6 +234,7 @@ const upCmd = command({
   usage: 'orch up [--port N]',
   options: { port: { type: 'string' } },
   run: async ({ values }) => {
+    const signalled = untilSignal(); // first, so a signal during start-up is not lost
     const cfg = config();
     const log = logger(cfg, 'orch');
     const say = (s: string) => process.stderr.write(`orch up: ${s}\n`);
@@ -252,7 +268,7 @@ const upCmd = command({
     say(`api on ${base} (queue: ${base}/queue, tasks: ${base}/tasks)`);
     say(`agent: ${cfg.agent.kind}; worktrees: ${cfg.worktreeRoot}`);
     say('add a task:  ./orch task add --project demo "Say hello"   ·   watch: ./orch status');
-    const sig = await untilSignal();
+    const sig = await signalled;
     say(`${sig}: stopping (running jobs get ${cfg.workerShutdownS}s to finish)`);
     await worker.stop();
     await trackerLoops.stop();
@@ -397,6 +413,32 @@ const stopCmd = command({
   },
 });
 
+const logsCmd = command({
+  summary:
+    "A task's log: its events and agent runs (with each run's log tail) in time order.\n" +
+    'A run\'s log tail is recorded when its agent exits; --follow prints new lines as they appear.',
+  usage: 'orch logs <task-id|plane-issue-id> [--follow]',
+  options: { follow: { type: 'boolean', short: 'f' } },
+  run: async ({ values: v, positionals }) => {
+    const ref = positionals[0];
+    if (!ref) throw new CliError('usage: orch logs <task-id|plane-issue-id> [--follow]', 2);
+    return withDb(async (db) => {
+      const task = await findTask(db, ref);
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        await streamLogs(db, task.id, { follow: Boolean(v.follow), signal: stop.signal, write: (s) => process.stdout.write(s) });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+      return 0;
+    });
+  },
+});
+
 const statusCmd = command({
   summary: 'The queue at a glance: job counts, running jobs, workers, reaper, cancels, merge leases.',
   usage: 'orch status [--json]',
@@ -421,6 +463,7 @@ export const commands: Record<string, Command> = {
   tasks: tasksCmd,
   stop: stopCmd,
   status: statusCmd,
+  logs: logsCmd,
 };
 
 export function usage(): string {
@@ -430,7 +473,7 @@ usage: orch <command> [options]   (orch <command> --help for details)
 
 processes:
   up          everything in one process (embedded Postgres when DATABASE_URL is unset)
-  api         HTTP API (webhooks, REST)
+  api         HTTP API (webhooks, REST, dashboard at /, /metrics, /docs)
   worker      claims jobs and runs agents
   reaper      liveness daemon (zombies, stale merge leases, janitor)
   migrate     apply database migrations
@@ -441,5 +484,6 @@ operations:
   tasks       list tasks
   stop        cancel a task (STOP)
   status      queue, workers, reaper, cancels, merge leases
+  logs        a task's events and agent log tails (--follow)
 `;
 }

@@ -61,18 +61,24 @@ export interface ProjectRepo {
 export async function syncMirror(root: string, projectSlug: string, remoteUrl: string): Promise<ProjectRepo> {
   const mirror = path.join(root, projectSlug, 'mirror.git');
   return withRepoLock(mirror, async () => {
-    try {
-      await fs.access(path.join(mirror, 'HEAD'));
-    } catch {
+    const config = await fs.readFile(path.join(mirror, 'config'), 'utf8').catch(() => null);
+    if (config === null) {
+      // Built aside and renamed into place: several worker processes of one host may race here.
       await fs.mkdir(path.dirname(mirror), { recursive: true });
-      await fs.rm(mirror, { recursive: true, force: true });
-      await git(['init', '--bare', '--quiet', mirror]);
-      await git(['remote', 'add', 'origin', remoteUrl], { cwd: mirror });
-      await git(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*'], { cwd: mirror });
-      await git(['config', 'user.name', 'orch'], { cwd: mirror });
-      await git(['config', 'user.email', 'orch@localhost'], { cwd: mirror });
+      const staging = await fs.mkdtemp(`${mirror}.new-`);
+      await git(['init', '--bare', '--quiet', staging]);
+      await git(['remote', 'add', 'origin', remoteUrl], { cwd: staging });
+      await git(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*'], { cwd: staging });
+      await git(['config', 'user.name', 'orch'], { cwd: staging });
+      await git(['config', 'user.email', 'orch@localhost'], { cwd: staging });
+      try {
+        await fs.rename(staging, mirror);
+      } catch {
+        await fs.rm(staging, { recursive: true, force: true }); // another process won the race
+      }
+    } else if (!config.includes(`url = ${remoteUrl}\n`)) {
+      await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
     }
-    await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
     // Another process on this host may be fetching into the same mirror: ref locks are retried.
     for (let i = 0; ; i++) {
       try {
@@ -115,13 +121,15 @@ export async function prepareWorktree(
   opts: { branch: string; base: string; startAt?: 'branch' | 'base'; detach?: boolean },
 ): Promise<{ dir: string; from: string }> {
   return withRepoLock(repo.mirror, async () => {
-    await removeWorktreeUnlocked(repo, dir);
+    const exists = await fs.access(dir).then(() => true, () => false);
+    if (exists) await removeWorktreeUnlocked(repo, dir);
     const remoteBranch = await remoteBranchSha(repo, opts.branch);
     const from =
       opts.startAt !== 'base' && remoteBranch ? `refs/remotes/origin/${opts.branch}` : `refs/remotes/origin/${opts.base}`;
     await fs.mkdir(path.dirname(dir), { recursive: true });
     const how = opts.detach ? ['--detach'] : ['-B', opts.branch];
-    await git(['worktree', 'add', '--quiet', ...how, dir, from], { cwd: repo.mirror });
+    // -f: a worktree whose directory vanished (crash, janitor) may still be registered
+    await git(['worktree', 'add', '--quiet', '-f', ...how, dir, from], { cwd: repo.mirror });
     return { dir, from };
   });
 }
@@ -162,4 +170,10 @@ export async function removeTaskWorktree(root: string, projectSlug: string, task
     hasMirror = false;
   }
   await removeWorktree(hasMirror ? { mirror, remoteUrl: '' } : null, dir);
+  if (!hasMirror) return;
+  // and the task's local branch in the mirror (a cache that would otherwise grow forever)
+  await withRepoLock(mirror, async () => {
+    const refs = await git(['for-each-ref', '--format=%(refname)', `refs/heads/orch/${taskId}-*`], { cwd: mirror, allowFail: true });
+    for (const ref of refs.stdout.split('\n').filter(Boolean)) await git(['update-ref', '-d', ref], { cwd: mirror, allowFail: true });
+  });
 }

@@ -13,7 +13,7 @@ import { completeCancel } from '@orch/shared/cancel';
 import { recordAgentExit, startAgentRun } from '@orch/shared/db/queries/agent-runs';
 import { insertArtefact, latestStageArtefact } from '@orch/shared/db/queries/artefacts';
 import { appendEvent } from '@orch/shared/db/queries/events';
-import { setTestExitCode } from '@orch/shared/db/queries/jobs';
+import { markTestStarted, setTestExitCode } from '@orch/shared/db/queries/jobs';
 import { getProject } from '@orch/shared/db/queries/projects';
 import { enterCriticalWindow, getTask, leaveCriticalWindow, updateTask } from '@orch/shared/db/queries/tasks';
 import type { Job, Project, Task } from '@orch/shared/db/types';
@@ -269,6 +269,7 @@ async function agentStep(ctx: JobContext, rj: RunningJob, s: StepInput): Promise
   if (exit.exitCode !== 0) return {};
 
   if (job.stage === 'implementation' && project.test_command) {
+    await markTestStarted(svc.db, job.id);
     const test = await runProcess(
       ctx,
       rj,

@@ -88,6 +88,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
           // One token per claim, so tokens we cannot use stay for other workers.
           const tokens = await svc.boss.fetch(DISPATCH_QUEUE, { batchSize: 1 });
           const job = await claimNextJob(svc.db, { workerId: id, host: cfg.hostId, pid: process.pid, maxConcurrency: cfg.maxConcurrency });
+          if (job) launch(new RunningJob(job, cfg.stop.graceS)); // start first: the token can wait
           if (tokens?.length) await svc.boss.complete(DISPATCH_QUEUE, tokens.map((t) => t.id));
           if (!job) {
             // Nothing is claimable fleet-wide right now, so due tokens are stale: retire them
@@ -98,7 +99,6 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
             }
             break;
           }
-          launch(new RunningJob(job, cfg.stop.graceS));
         }
       } while (drainAgain && !stopping);
     })()

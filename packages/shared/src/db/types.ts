@@ -78,6 +78,8 @@ export interface JobsTable {
   reason: string | null;
   outcome: string | null;
   test_exit_code: number | null;
+  test_started_at: NullableTimestamp;
+  test_finished_at: NullableTimestamp;
   created_at: Timestamp;
 }
 

@@ -45,6 +45,18 @@ export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUr
     }
   }
 
+  let ctxRepo: Promise<string> | null = null;
+  /** An empty repository to run remote-only commands (push --delete) from. */
+  function contextRepo(): Promise<string> {
+    ctxRepo ??= (async () => {
+      const dir = path.join(opts.scratchRoot ?? os.tmpdir(), `orch-forge-ctx-${projectId}.git`);
+      await fs.mkdir(path.dirname(dir), { recursive: true });
+      await git(['init', '--bare', '--quiet', dir]);
+      return dir;
+    })();
+    return ctxRepo;
+  }
+
   async function isAncestor(dir: string, a: string, b: string): Promise<boolean> {
     return (await git(['merge-base', '--is-ancestor', a, b], { cwd: dir, allowFail: true })).exitCode === 0;
   }
@@ -133,7 +145,8 @@ export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUr
     async deleteBranch(name: string): Promise<DeleteBranchResult> {
       if (name === baseBranch) return 'protected';
       if ((await lsRemote(name)) === null) return 'gone';
-      const r = await git(['push', '--quiet', remoteUrl, '--delete', `refs/heads/${name}`], { allowFail: true });
+      // `git push` must run inside some repository, whatever the process's cwd is.
+      const r = await git(['push', '--quiet', remoteUrl, '--delete', `refs/heads/${name}`], { cwd: await contextRepo(), allowFail: true });
       if (r.exitCode === 0) return 'deleted';
       return (await lsRemote(name)) === null ? 'gone' : 'protected';
     },

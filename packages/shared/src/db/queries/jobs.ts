@@ -142,8 +142,21 @@ export async function heartbeatJobs(db: DbOrTx, workerId: string, jobIds: number
     .execute();
 }
 
+/**
+ * The project's test command is part of the step: while it runs the outcome is not known yet
+ * (the reaper's Tier 2 waits), and its end restarts Tier 2's finalize grace.
+ */
+export async function markTestStarted(db: DbOrTx, jobId: number): Promise<void> {
+  await db.updateTable('jobs').set({ test_started_at: sql`now()` }).where('id', '=', jobId).where('status', '=', 'running').execute();
+}
+
 export async function setTestExitCode(db: DbOrTx, jobId: number, code: number): Promise<void> {
-  await db.updateTable('jobs').set({ test_exit_code: code }).where('id', '=', jobId).where('status', '=', 'running').execute();
+  await db
+    .updateTable('jobs')
+    .set({ test_exit_code: code, test_finished_at: sql`now()` })
+    .where('id', '=', jobId)
+    .where('status', '=', 'running')
+    .execute();
 }
 
 /** Status and cancel flag of the given jobs: what a worker's cancel watch polls. */

@@ -25,7 +25,10 @@ export async function runningJobFacts(db: DbOrTx): Promise<RunningJobRow[]> {
            w.host AS owner_host, w.pid AS owner_pid, (w.stopped_at IS NOT NULL) AS owner_stopped,
            extract(epoch FROM now() - w.heartbeat_at)::float8 AS owner_hb_age_s,
            extract(epoch FROM now() - j.started_at)::float8 AS running_for_s,
-           CASE WHEN r.exit_code IS NOT NULL THEN extract(epoch FROM now() - r.finished_at)::float8 END AS exit_age_s,
+           -- outcome known: the agent exited and no test command is still running; the grace
+           -- counts from the later of the two ends
+           CASE WHEN r.exit_code IS NOT NULL AND (j.test_started_at IS NULL OR j.test_finished_at IS NOT NULL)
+                THEN extract(epoch FROM now() - greatest(r.finished_at, j.test_finished_at))::float8 END AS exit_age_s,
            r.pid AS agent_pid,
            coalesce(s.ticks, 0) AS streak
     FROM jobs j
