@@ -6,7 +6,6 @@
  */
 import pg from 'pg';
 import { completeCancel } from '@orch/shared/cancel';
-import { hasDueQueuedJob } from '@orch/shared/db/queries/jobs';
 import { listLeases } from '@orch/shared/db/queries/merge-leases';
 import { getProject } from '@orch/shared/db/queries/projects';
 import {
@@ -26,7 +25,6 @@ import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { promoteDependents, promoteSerial } from '@orch/shared/pipeline/apply';
 import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
 import { processAlive } from '@orch/shared/process-group';
-import { sendDispatch } from '@orch/shared/queue';
 import { decideTier, leaseIsStale } from '@orch/shared/reaper/tiers';
 import type { Services } from '@orch/shared/services';
 import { killOrphanAgents, sweepWorktrees } from './janitor.ts';
@@ -113,9 +111,6 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
           const project = await getProject(svc.db, t.project_id);
           if (project) await unit(`branch ${t.branch}`, () => removeFeatureBranch(svc, t, project, actor));
         }
-      });
-      await unit('dispatch backstop', async () => {
-        if (await hasDueQueuedJob(svc.db)) await svc.db.transaction().execute((tx) => sendDispatch(svc.boss, tx, { reason: 'reaper_backstop' }));
       });
     }
     // The janitor works on this host's files and processes: every reaper runs it.

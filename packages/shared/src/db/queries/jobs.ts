@@ -180,15 +180,3 @@ export async function countJobsByStatus(db: DbOrTx): Promise<Record<JobStatus, n
   for (const r of rows) out[r.status] = r.n;
   return out;
 }
-
-/** Is there a queued job that is due now? (the dispatch backstop) */
-export async function hasDueQueuedJob(db: DbOrTx): Promise<boolean> {
-  const r = await db
-    .selectFrom('jobs')
-    .select('id')
-    .where('status', '=', 'queued')
-    .where('run_after', '<=', sql<Date>`now()`)
-    .limit(1)
-    .executeTakeFirst();
-  return r !== undefined;
-}
