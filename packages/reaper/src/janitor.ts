@@ -1,14 +1,13 @@
 /**
- * The janitor, on this host: worktrees of terminal tasks are removed, and agent processes whose
- * job is no longer running are killed (identified by ORCH_JOB_ID in their environment, so a
- * recycled pid is never touched).
+ * The janitor, on this host: worktrees of terminal tasks are removed (with their local branch
+ * and per-job dirs). Orphan agents are killed by `killOrphanAgents` (shared/orphans.ts), which
+ * the workers run too.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { DbOrTx } from '@orch/shared/db/client';
-import { finishedJobAgentPids, terminalTaskIds } from '@orch/shared/db/queries/reaper';
+import { terminalTaskIds } from '@orch/shared/db/queries/reaper';
 import { removeTaskWorktree } from '@orch/shared/git';
-import { killGroup } from '@orch/shared/process-group';
 
 export async function sweepWorktrees(db: DbOrTx, root: string): Promise<number> {
   let removed = 0;
@@ -23,25 +22,4 @@ export async function sweepWorktrees(db: DbOrTx, root: string): Promise<number> 
     }
   }
   return removed;
-}
-
-async function processJobId(pid: number): Promise<string | null> {
-  try {
-    const env = await fs.readFile(`/proc/${pid}/environ`, 'utf8');
-    const hit = env.split('\0').find((kv) => kv.startsWith('ORCH_JOB_ID='));
-    return hit ? hit.slice('ORCH_JOB_ID='.length) : null;
-  } catch {
-    return null;
-  }
-}
-
-export async function killOrphanAgents(db: DbOrTx, host: string): Promise<number> {
-  let killed = 0;
-  for (const { job_id, pid } of await finishedJobAgentPids(db, host)) {
-    if ((await processJobId(pid)) === String(job_id)) {
-      killGroup(pid, 'SIGKILL');
-      killed++;
-    }
-  }
-  return killed;
 }

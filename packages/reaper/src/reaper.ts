@@ -27,7 +27,8 @@ import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
 import { processAlive } from '@orch/shared/process-group';
 import { decideTier, leaseIsStale } from '@orch/shared/reaper/tiers';
 import type { Services } from '@orch/shared/services';
-import { killOrphanAgents, sweepWorktrees } from './janitor.ts';
+import { killOrphanAgents } from '@orch/shared/orphans';
+import { sweepWorktrees } from './janitor.ts';
 
 export const REAPER_LOCK_KEY = 0x72656170; // 'reap'
 
