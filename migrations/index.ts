@@ -4,7 +4,9 @@
  */
 import type { Migration } from 'kysely/migration';
 import * as initial from './20261125T0001_initial.ts';
+import * as views from './20261125T0002_views.ts';
 
 export const migrations: Record<string, Migration> = {
   '20261125T0001_initial': initial,
+  '20261125T0002_views': views,
 };

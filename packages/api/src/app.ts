@@ -1,13 +1,17 @@
 /**
- * The HTTP API: intake only — verify, record, enqueue. `createApp(deps)` returns the Hono app
- * as a value; tests call `app.request()` without opening a port.
+ * The HTTP API: intake only — verify, record, enqueue — plus what an operator reads: the dashboard
+ * (`/`), Prometheus metrics (`/metrics`) and the API's own description (`/openapi.json`, `/docs`).
+ * `createApp(deps)` returns the Hono app as a value; tests call `app.request()` without a port.
  */
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { ApiDeps } from './deps.ts';
 import { bearerAuth } from './auth.ts';
 import { errorBody, onError } from './errors.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
+import { docsRoutes } from './routes/docs.ts';
 import { healthRoutes } from './routes/health.ts';
+import { metricsRoutes } from './routes/metrics.ts';
 import { projectRoutes } from './routes/projects.ts';
 import { taskRoutes } from './routes/tasks.ts';
 import { webhookRoutes } from './routes/webhooks.ts';
@@ -29,6 +33,9 @@ export function createApp(d: ApiDeps) {
   app.route('/webhooks', webhookRoutes(d));
   app.use('*', bearerAuth(d.config.api.token));
   app.route('/', healthRoutes(d));
+  app.route('/', metricsRoutes(d));
+  app.route('/', docsRoutes());
+  app.route('/', dashboardRoutes(d));
   app.route('/projects', projectRoutes(d));
   app.route('/tasks', taskRoutes(d));
   return app;

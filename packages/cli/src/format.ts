@@ -34,7 +34,7 @@ export function formatStatus(s: QueueSnapshot): string {
   if (s.workers.length)
     out += table([['ID', 'HOST', 'PID', 'HEARTBEAT_AGE', 'RUNNING'], ...s.workers.map((w) => [w.id, w.host, String(w.pid), `${w.heartbeat_age_s}s`, String(w.running)])]);
   const r = s.reaper;
-  out += `\nreaper   ${r.enabled ? 'enabled' : 'disabled'}  leader ${r.leader ?? '-'}  last tick ${age(r.last_tick_at)} ago  reaped: dead_owner ${r.reaped.dead_owner}, known_outcome ${r.reaped.known_outcome}, max_running ${r.reaped.max_running}  lease reclaims ${r.lease_reclaims}\n`;
+  out += `\nreaper   ${r.enabled ? 'enabled' : 'disabled'}  leader ${r.leader ?? '-'}  last tick ${r.last_tick_at ? `${age(r.last_tick_at)} ago` : 'never'}  reaped: dead_owner ${r.reaped.dead_owner}, known_outcome ${r.reaped.known_outcome}, max_running ${r.reaped.max_running}  lease reclaims ${r.lease_reclaims}\n`;
   if (r.last_error) out += `         last error: ${r.last_error}\n`;
   out += `stop     ${s.stop.enabled ? 'enabled' : 'disabled'}  pending [${s.stop.pending.join(', ')}]  deferred [${s.stop.deferred.join(', ')}]  completed ${s.stop.completed_total}\n`;
   out += `merge    ${s.merge.leases.length ? s.merge.leases.map((l) => `${l.project}: job ${l.job_id} (backend ${l.backend_pid}, ${l.age_s}s)`).join('; ') : 'no lease held'}\n`;

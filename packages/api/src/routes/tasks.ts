@@ -13,7 +13,8 @@ import { TASK_STAGES, type TaskStage } from '@orch/shared/stages';
 import type { ApiDeps } from '../deps.ts';
 import { idParam, jsonBody } from '../validate.ts';
 
-const newTaskSchema = z
+/** The body of `POST /tasks`; also the source of its OpenAPI schema. */
+export const newTaskSchema = z
   .object({
     project: z.string().min(1).max(63),
     title: z.string().trim().min(1).max(500),
