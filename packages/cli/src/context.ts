@@ -63,13 +63,22 @@ export async function runtime(cfg: Config, log: Logger, applicationName: string,
   return openRuntime(cfg, url, log, { applicationName, superviseBoss: opts.superviseBoss });
 }
 
-/** Resolve on SIGTERM/SIGINT (once). */
+/**
+ * Resolve on the first SIGTERM/SIGINT. The handlers stay installed for the whole shutdown: a
+ * repeated SIGTERM must not kill a process that is still releasing its jobs. A second SIGINT
+ * (Ctrl-C twice) is the operator's way to force an immediate exit.
+ */
 export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
+    let first: NodeJS.Signals | null = null;
     const on = (s: NodeJS.Signals) => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(s);
+      if (first === null) {
+        first = s;
+        resolve(s);
+      } else if (s === 'SIGINT') {
+        process.stderr.write('orch: second interrupt, exiting now\n');
+        process.exit(130);
+      }
     };
     process.on('SIGTERM', on);
     process.on('SIGINT', on);
