@@ -35,7 +35,7 @@ async function orchRun(workers: number, jobs: number): Promise<Run> {
     await waitFor(async () => warm.stats.finished >= 1, 60_000, 'warm-up job', 10);
     await warm.stop();
     // the backlog, then idle workers started together
-    const ws = [];
+    const ws: Awaited<ReturnType<typeof orch.worker>>[] = [];
     for (let i = 0; i < workers; i++) ws.push(await orch.worker({}, { start: false }));
     const e0 = nowMs();
     for (let i = 0; i < jobs; i++) await createTask(orch.rt.svc, { project: 'p', title: `tp ${i}` }, 'bench');

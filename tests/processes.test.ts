@@ -2,23 +2,12 @@
  * The happy path across separate processes (api, worker, reaper), the way an operator runs
  * orch; and `orch migrate` idempotent; /readyz failing while migrations are pending.
  */
-import net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
 import { createDb } from '@orch/shared/db/client';
-import { branchesOf, filesOnBranch, freshDatabase, startOrch, waitFor, withDatabase, type Orch } from './support/harness.ts';
+import { branchesOf, filesOnBranch, freePort, startOrch, waitFor, withDatabase, type Orch } from './support/harness.ts';
 import { inject } from 'vitest';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('separate processes', () => {
   let orch: Orch;

@@ -3,22 +3,11 @@
  * project on a local repo, api + worker + reaper; `orch task add` reaches done in under 30 s;
  * data survives a restart of `up`.
  */
-import net from 'node:net';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CLI, tempDir, waitFor } from './support/harness.ts';
+import { CLI, freePort, tempDir, waitFor } from './support/harness.ts';
 import fs from 'node:fs/promises';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('orch up', () => {
   let home = '';

@@ -11,6 +11,7 @@ import type { TestProject } from 'vitest/node';
 import { createDb } from '@orch/shared/db/client';
 import { migrateToLatest } from '@orch/shared/db/migrate';
 import { createBoss, startBoss } from '@orch/shared/queue';
+import { databaseAnswers } from '@orch/cli/embedded-postgres';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -25,29 +26,12 @@ function withDatabase(url: string, db: string): string {
   return u.toString();
 }
 
-async function reachable(url: string): Promise<boolean> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  try {
-    await c.connect();
-  } catch {
-    void c.end().catch(() => {}); // never settles after a failed connect: do not await
-    return false;
-  }
-  try {
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
-
 export default async function setup(project: TestProject) {
   let adminUrl = process.env.TEST_DATABASE_URL;
   let stopEmbedded: (() => Promise<void>) | null = null;
   if (!adminUrl) {
     const local = 'postgres://postgres@127.0.0.1:5432/postgres';
-    if (await reachable(local)) adminUrl = local;
+    if (await databaseAnswers(local)) adminUrl = local;
   }
   if (!adminUrl) {
     const { startEmbeddedPostgres } = await import('@orch/cli/embedded-postgres');

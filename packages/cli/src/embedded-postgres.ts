@@ -19,7 +19,8 @@ export interface EmbeddedDb {
 const USER = 'orch';
 const PASSWORD = 'orch';
 
-async function answers(url: string): Promise<boolean> {
+/** Does a Postgres answer at `url`? (never hangs on a failed connect) */
+export async function databaseAnswers(url: string): Promise<boolean> {
   const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
   try {
     await c.connect();
@@ -70,7 +71,7 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
   const dataDir = path.join(home, 'pgdata');
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/orch`;
   await fs.mkdir(home, { recursive: true });
-  if (await answers(url)) {
+  if (await databaseAnswers(url)) {
     await fs.writeFile(path.join(home, 'database-url'), `${url}\n`);
     return { url, dataDir, reused: true, stop: async () => {} };
   }

@@ -103,27 +103,18 @@ const LEADER_POLL_MS = 100;
 
 export function startGroupProcess(spec: ProcessSpec): GroupProcess {
   const tail = new Tail(spec.tailBytes ?? 16_384);
-  const child = spec.shell
-    ? execa('sh', ['-c', spec.file, ...spec.args], {
-        cwd: spec.cwd,
-        env: spec.env,
-        extendEnv: false,
-        detached: true,
-        cleanup: false,
-        reject: false,
-        buffer: false,
-        stdin: 'ignore',
-      })
-    : execa(spec.file, spec.args, {
-        cwd: spec.cwd,
-        env: spec.env,
-        extendEnv: false,
-        detached: true,
-        cleanup: false,
-        reject: false,
-        buffer: false,
-        stdin: 'ignore',
-      });
+  // detached: the child leads its own process group, so the whole tree can be signalled
+  const [file, args] = spec.shell ? ['sh', ['-c', spec.file, ...spec.args]] : [spec.file, spec.args];
+  const child = execa(file, args, {
+    cwd: spec.cwd,
+    env: spec.env,
+    extendEnv: false,
+    detached: true,
+    cleanup: false,
+    reject: false,
+    buffer: false,
+    stdin: 'ignore',
+  });
   const pid = child.pid;
   if (pid === undefined) {
     // spawn failed synchronously (ENOENT surfaces through the promise as well)
