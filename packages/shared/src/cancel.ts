@@ -13,7 +13,7 @@
  */
 import { sql } from 'kysely';
 import { appendEvent } from './db/queries/events.ts';
-import { cancelQueuedJobs, liveJobOfTask } from './db/queries/jobs.ts';
+import { cancelQueuedJobs, liveJobOfTask, lockLiveJobOfTask } from './db/queries/jobs.ts';
 import { getProject } from './db/queries/projects.ts';
 import { getLiveTaskByIssue, getTask, lockTask, markTaskCancelled, requestTaskCancel } from './db/queries/tasks.ts';
 import { getWorker } from './db/queries/workers.ts';
@@ -133,7 +133,11 @@ export async function completeCancel(
 
   return svc.db.transaction().execute(async (tx) => {
     const current = (await lockTask(tx, taskId))!;
-    const again = planCancel({ task: current, liveJob: (await liveJobOfTask(tx, taskId)) ?? null, ownerAlive: true, callerOwnsJob: false });
+    // Lock the live jobs too: a claim that picked the queued job before the cancel was requested
+    // (claims do not lock the task) may still be in flight; a plain read would see `queued`, the
+    // queued-job cancel below would then skip the row the claim turns `running`, and the task
+    // would end cancelled under a running job. Locked, we wait for the claim and see it.
+    const again = planCancel({ task: current, liveJob: (await lockLiveJobOfTask(tx, taskId)) ?? null, ownerAlive: true, callerOwnsJob: false });
     if (again.kind === 'complete' && again.flipRunning) return 'wait_owner' as const; // a job started meanwhile
     if (again.kind !== 'complete') return again.kind;
     const cancelledJobs = await cancelQueuedJobs(tx, taskId, 'cancel_requested');

@@ -3,8 +3,10 @@ import pino from 'pino';
 
 export type Logger = pino.Logger;
 
-export function createLogger(opts: { level?: string; name?: string; pretty?: boolean } = {}): Logger {
-  const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
+export function createLogger(
+  opts: { level?: string; name?: string; pretty?: boolean; destination?: pino.DestinationStream } = {},
+): Logger {
+  const pretty = opts.destination ? false : (opts.pretty ?? Boolean(process.stderr.isTTY));
   return pino(
     {
       level: opts.level ?? 'info',
@@ -12,9 +14,10 @@ export function createLogger(opts: { level?: string; name?: string; pretty?: boo
       base: { pid: process.pid },
       redact: { paths: ['token', 'apiKey', 'secret', 'password', '*.token', '*.apiKey', '*.secret', 'headers.authorization'], censor: '[redacted]' },
     },
-    pretty
-      ? pino.transport({ target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname' } })
-      : pino.destination(2),
+    opts.destination ??
+      (pretty
+        ? pino.transport({ target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname' } })
+        : pino.destination(2)),
   );
 }
 

@@ -28,6 +28,13 @@ export function createDb(connectionString: string, opts: { max?: number; applica
   });
   // An idle client losing its connection (Postgres restart) must not crash the process.
   pool.on('error', () => {});
+  // Nor a checked-out one: pg-pool removes its idle listener on checkout, so a connection that
+  // dies between two statements of a transaction (or while a session lock is held) would emit an
+  // unhandled 'error' and kill the process. The statement in flight still fails, the broken
+  // client is not queryable and the pool drops it on release.
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return {
     db,

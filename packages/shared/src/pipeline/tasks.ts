@@ -29,6 +29,8 @@ export async function createTask(svc: Pick<Services, 'db' | 'boss'>, input: NewT
   const title = input.title.trim();
   if (!title) throw new OrchError('invalid_request', 'title must not be empty');
   if (title.length > 500) throw new OrchError('invalid_request', 'title must be at most 500 characters');
+  // Postgres text cannot hold U+0000: bad input, not an internal error at the insert.
+  if (title.includes('\u0000') || input.body?.includes('\u0000')) throw new OrchError('invalid_request', 'title and body must not contain NUL characters');
   const project =
     typeof input.project === 'number' ? await getProject(svc.db, input.project) : await getProjectBySlug(svc.db, input.project);
   if (!project) throw new OrchError('not_found', `unknown project: ${input.project}`);

@@ -121,6 +121,19 @@ const payloadSchema = z
   })
   .loose();
 
+/** The path of the first string (value or key) holding U+0000, or null when there is none. */
+function nulPath(v: unknown, path = '', depth = 0): string | null {
+  if (typeof v === 'string') return v.includes('\u0000') ? path : null;
+  if (v === null || typeof v !== 'object' || depth > 64) return null;
+  for (const [k, x] of Object.entries(v)) {
+    const p = path ? `${path}.${k}` : k;
+    if (k.includes('\u0000')) return p;
+    const hit = nulPath(x, p, depth + 1);
+    if (hit !== null) return hit;
+  }
+  return null;
+}
+
 function refId(v: string | { id: string } | null | undefined): string | null {
   if (v == null) return null;
   return typeof v === 'string' ? v : v.id;
@@ -147,6 +160,10 @@ function isStateField(field: string | null): boolean {
 
 /** Parse a Plane webhook body (already JSON-decoded). Non-issue events parse too; check `event`. */
 export function parsePlaneWebhook(body: unknown): ParsePlaneWebhookResult {
+  // Postgres text and jsonb cannot hold U+0000 (Plane's own database cannot either, so a real
+  // payload never carries one): refuse it here as malformed instead of failing at the insert.
+  const nul = nulPath(body);
+  if (nul !== null) return { ok: false, error: `malformed Plane webhook: ${nul || 'body'}: contains a NUL character` };
   const parsed = payloadSchema.safeParse(body);
   if (!parsed.success) {
     const first = parsed.error.issues[0];

@@ -40,6 +40,22 @@ export async function liveJobOfTask(db: DbOrTx, taskId: number): Promise<Job | u
     .executeTakeFirst();
 }
 
+/**
+ * The task's live job, row-locked (FOR UPDATE): waits for a claim in flight on it to commit or
+ * roll back, and then sees the claim's outcome (`queued` turned `running`).
+ */
+export async function lockLiveJobOfTask(db: DbOrTx, taskId: number): Promise<Job | undefined> {
+  const rows = await db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .where('status', 'in', ['queued', 'running'])
+    .orderBy('id')
+    .forUpdate()
+    .execute();
+  return rows.find((j) => j.status === 'running') ?? rows[0];
+}
+
 export interface Claimer {
   workerId: string;
   host: string;
