@@ -13,6 +13,7 @@
 import fs from 'node:fs';
 import type { AgentAdapter, AgentContext, AgentInvocation, AgentUsage, UsageParser } from './types.ts';
 import { emptyUsage } from './types.ts';
+import { isObject, num, type Json } from './json.ts';
 
 export interface ClaudeAdapterOptions {
   /** the executable; default `claude` */
@@ -77,16 +78,6 @@ export function createClaudeAdapter(opts: ClaudeAdapterOptions = {}): AgentAdapt
   };
 }
 
-type Json = Record<string, unknown>;
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** a finite, non-negative number, else null */
-function num(v: unknown): number | null {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null;
-}
 
 interface Tokens {
   input: number | null;

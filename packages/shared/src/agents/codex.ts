@@ -19,6 +19,7 @@
 import type { AgentAdapter, AgentContext, AgentInvocation, AgentUsage, UsageParser } from './types.ts';
 import { emptyUsage } from './types.ts';
 import { promptArgument } from './claude.ts';
+import { isObject, num, type Json } from './json.ts';
 
 export interface CodexAdapterOptions {
   /** the executable; default `codex` */
@@ -46,15 +47,6 @@ export function createCodexAdapter(opts: CodexAdapterOptions = {}): AgentAdapter
   };
 }
 
-type Json = Record<string, unknown>;
-
-function isObject(v: unknown): v is Json {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function num(v: unknown): number | null {
-  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null;
-}
 
 function str(v: unknown): string | null {
   return typeof v === 'string' ? v : null;
