@@ -7,6 +7,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
 export interface EmbeddedDb {
@@ -39,12 +40,12 @@ export async function databaseAnswers(url: string): Promise<boolean> {
 }
 
 /** Under root, every ancestor of the data dir must be traversable by the postgres user. */
-async function checkTraversable(dir: string): Promise<void> {
+async function checkTraversable(dir: string, what: string, hint: string): Promise<void> {
   let p = path.dirname(path.resolve(dir));
   while (true) {
     const st = await fs.stat(p).catch(() => null);
     if (st && (st.mode & 0o001) === 0)
-      throw new Error(`${p} is not traversable by the postgres user (mode ${(st.mode & 0o777).toString(8)}); set ORCH_HOME to a directory outside it, or set DATABASE_URL`);
+      throw new Error(`${p} is not traversable by the postgres user (mode ${(st.mode & 0o777).toString(8)}), which must reach ${what}; ${hint}, or set DATABASE_URL`);
     const up = path.dirname(p);
     if (up === p) return;
     p = up;
@@ -76,7 +77,12 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
     return { url, dataDir, reused: true, stop: async () => {} };
   }
   const isRoot = os.userInfo().uid === 0;
-  if (isRoot) await checkTraversable(dataDir);
+  if (isRoot) {
+    // Postgres runs as the postgres user: it must reach its data dir and its own binaries
+    // (under this checkout's node_modules).
+    await checkTraversable(dataDir, 'its data directory', 'set ORCH_HOME to a directory outside it');
+    await checkTraversable(fileURLToPath(import.meta.url), 'the Postgres binaries in node_modules', 'make it traversable (chmod o+x)');
+  }
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pgServer = new EmbeddedPostgres({
     databaseDir: dataDir,
