@@ -638,6 +638,28 @@ describe('janitor, kill switch, GET /queue', () => {
     expect([await exists(later.id), await exists(live.id)]).toEqual([false, true]);
   });
 
+  it('janitor on a worker-only host: a worktree left by a task that finished on another host is removed by the next worker there', async () => {
+    const o = await orchWith();
+    const rootB = path.join(o.dir, 'worktrees-h2');
+    const hostB = { ORCH_HOST_ID: 'h2', ORCH_WORKTREE_ROOT: rootB, ORCH_WORKER_SLOTS: '1', ORCH_DEMO_DELAY_MS: '300' };
+    const b = await o.worker({ env: hostB });
+    const t = await createTask(o.rt.svc, { project: 'p', title: 'starts on h2, ends on h1' }, 'test');
+    const wtB = path.join(rootB, 'p', 'worktrees', String(t.id));
+    const exists = (d: string) => fs.access(d).then(() => true, () => false);
+    await waitFor(() => exists(wtB), 10_000, 'the first stage running on h2');
+    await b.stop(); // graceful: the running stage finishes, the task stays live, h2 keeps its worktree
+
+    await o.worker({ env: { ORCH_HOST_ID: 'h1' } });
+    await waitFor(async () => (await getTask(o.rt.svc.db, t.id))!.stage === 'done', 20_000, 'the task done on h1');
+    expect((await listTaskJobs(o.rt.svc.db, t.id)).some((j) => j.host === 'h2')).toBe(true);
+    expect(await exists(wtB)).toBe(true); // nobody on h2 has looked yet
+    const runsB = path.join(rootB, 'p', 'runs', String(t.id));
+    expect(await exists(runsB)).toBe(true);
+
+    await o.worker({ env: hostB }); // a worker, and no reaper, on h2
+    await waitFor(async () => !(await exists(wtB)) && !(await exists(runsB)), 5_000, 'the h2 worktree and run dirs removed by the h2 worker');
+  });
+
   it('ORCH_REAPER_ENABLED=false: start() does nothing; the same setup with it enabled reaps', async () => {
     const o = await orchWith({ ORCH_REAPER_INTERVAL_S: '0.2', ORCH_REAPER_DEAD_TICKS: '1' });
     await fakeWorker(o, { id: 'w-dead', host: 'elsewhere', hbAgeS: 3600 });

@@ -28,7 +28,7 @@ import { processAlive } from '@orch/shared/process-group';
 import { decideTier, leaseIsStale } from '@orch/shared/reaper/tiers';
 import type { Services } from '@orch/shared/services';
 import { killOrphanAgents } from '@orch/shared/orphans';
-import { sweepWorktrees } from './janitor.ts';
+import { sweepWorktrees } from '@orch/shared/janitor';
 
 export const REAPER_LOCK_KEY = 0x72656170; // 'reap'
 

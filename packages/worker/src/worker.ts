@@ -3,8 +3,9 @@
  * keeps them honest — heartbeats (worker row and running jobs), a cancel watch (LISTEN plus a
  * poll every ORCH_CANCEL_POLL_S), and a graceful shutdown (stop claiming, let running jobs
  * finish up to ORCH_WORKER_SHUTDOWN_S, then stop their agents and release them as
- * `failed/worker_shutdown`, requeued with the same attempt). Every background unit of work is
- * never-raise: log, count, continue.
+ * `failed/worker_shutdown`, requeued with the same attempt), and this host's janitor (orphan
+ * agents every 10 s, worktrees of terminal tasks at start and every 10 s, so a host without a
+ * reaper stays clean too). Every background unit of work is never-raise: log, count, continue.
  */
 import { randomUUID } from 'node:crypto';
 import type { AgentAdapter } from '@orch/shared/agents/types';
@@ -16,6 +17,7 @@ import type { Logger } from '@orch/shared/logger';
 import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE } from '@orch/shared/queue';
 import type { Services } from '@orch/shared/services';
 import { killOrphanAgents } from '@orch/shared/orphans';
+import { sweepWorktrees } from '@orch/shared/janitor';
 import { listen, type Listener } from './listener.ts';
 import { RunningJob, runJob } from './run-job.ts';
 
@@ -43,6 +45,8 @@ export interface OrchWorker {
   /** one pass of the dispatch loop (exposed for tests) */
   drain(): Promise<void>;
   checkCancels(): Promise<void>;
+  /** one pass of the worktree janitor on this host (runs at start and every 10 s) */
+  janitor(): Promise<number>;
 }
 
 export function createWorker(opts: WorkerOptions): OrchWorker {
@@ -151,9 +155,16 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
     timers.push(t);
   }
 
+  async function janitor(): Promise<number> {
+    const n = await sweepWorktrees(svc.db, cfg.worktreeRoot);
+    if (n) log.info({ worktreesRemoved: n }, 'janitor');
+    return n;
+  }
+
   return {
     id,
     stats,
+    janitor,
     running: () => [...running.keys()],
     drain,
     checkCancels,
@@ -188,6 +199,10 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
       };
       every(10, orphans, 'orphan sweep');
       void orphans().catch(never('orphan sweep'));
+      // Worktrees of tasks that ended elsewhere (finished on another host, cancelled by the
+      // reaper): this host must clean them even when it runs no reaper.
+      every(10, janitor, 'worktree sweep');
+      void janitor().catch(never('worktree sweep'));
       void drain();
     },
 

@@ -1,13 +1,15 @@
 /**
  * The janitor, on this host: worktrees of terminal tasks are removed (with their local branch
- * and per-job dirs). Orphan agents are killed by `killOrphanAgents` (shared/orphans.ts), which
- * the workers run too.
+ * and per-job dirs). Workers and reapers both run it, so a host with workers and no reaper does
+ * not collect the worktrees of tasks that finished on another host. Removal is idempotent, so
+ * two janitors (or a janitor and the worker finishing the task) may race on the same directory.
+ * Orphan agents are killed by `killOrphanAgents` (shared/orphans.ts).
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { DbOrTx } from '@orch/shared/db/client';
-import { terminalTaskIds } from '@orch/shared/db/queries/reaper';
-import { removeTaskWorktree } from '@orch/shared/git';
+import type { DbOrTx } from './db/client.ts';
+import { terminalTaskIds } from './db/queries/reaper.ts';
+import { removeTaskWorktree } from './git.ts';
 
 export async function sweepWorktrees(db: DbOrTx, root: string): Promise<number> {
   let removed = 0;
