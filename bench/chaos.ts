@@ -28,7 +28,7 @@ import path from 'node:path';
 import { createDb } from '../packages/shared/src/db/client.ts';
 import { git } from '../packages/shared/src/git.ts';
 import { addProject } from '../packages/shared/src/pipeline/projects.ts';
-import { CLI, ROOT, bareRepo, createBenchDatabase, fmt, percentile, remoteBranches, sleep, table } from './support.ts';
+import { CLI, NODE_FLAGS, ROOT, bareRepo, createBenchDatabase, fmt, percentile, remoteBranches, sleep, table } from './support.ts';
 
 // ---------------------------------------------------------------------------------------------
 // arguments
@@ -75,11 +75,20 @@ interface Proc {
 
 const procs: Proc[] = [];
 const counters = { workerKills: 0, workerStops: 0, reaperKills: 0, apiKills: 0, pgRestarts: 0, unexpectedExits: 0, tasksStopped: 0 };
+/** Every HTTP answer the API gave (task creation, STOP, /healthz probes); a refused connection is not an answer. */
+const apiAnswers = { total: 0, s5xx: 0, examples: [] as string[] };
+function answered(what: string, status: number): void {
+  apiAnswers.total++;
+  if (status >= 500) {
+    apiAnswers.s5xx++;
+    if (apiAnswers.examples.length < 5) apiAnswers.examples.push(`${what} → ${status}`);
+  }
+}
 
 function startProc(p: Proc): void {
   const fd = fs.openSync(p.log, 'a');
   fs.writeSync(fd, `\n==== start ${new Date().toISOString()} ====\n`);
-  const child = spawn(process.execPath, [CLI, p.role], { env: p.env, stdio: ['ignore', fd, fd], cwd: os.tmpdir() });
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, p.role], { env: p.env, stdio: ['ignore', fd, fd], cwd: os.tmpdir() });
   fs.closeSync(fd);
   p.child = child;
   p.expectExit = false;
@@ -125,7 +134,7 @@ function note(s: string): void {
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
+async function main(): Promise<boolean> {
   const database = await createBenchDatabase();
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'orch-chaos-'));
   const logs = path.join(dir, 'logs');
@@ -216,6 +225,7 @@ async function main(): Promise<void> {
             body: JSON.stringify({ project: PROJECTS[i % 3], title }),
             signal: AbortSignal.timeout(5000),
           });
+          answered('POST /tasks', r.status);
           if (r.status === 201) {
             created.push(((await r.json()) as { task: { id: number } }).task.id);
             break;
@@ -268,6 +278,23 @@ async function main(): Promise<void> {
     }
   })();
 
+  // /healthz every 250 ms: the answers must never be 5xx, and they stay fast while the API is up
+  const healthz: number[] = [];
+  const prober = (async () => {
+    while (sampling) {
+      const t = performance.now();
+      try {
+        const r = await fetch(`${api}/healthz`, { signal: AbortSignal.timeout(2000) });
+        await r.arrayBuffer();
+        answered('GET /healthz', r.status);
+        if (r.ok) healthz.push(performance.now() - t);
+      } catch {
+        /* API down (killed, restarting) */
+      }
+      await sleep(250);
+    }
+  })();
+
   // --------------------------------------------------------------------------------------------
   // chaos
 
@@ -287,7 +314,10 @@ async function main(): Promise<void> {
       if (!stopTargets.has(id)) {
         stopTargets.add(id);
         fetch(`${api}/tasks/${id}/stop`, { method: 'POST', signal: AbortSignal.timeout(5000) })
-          .then((r) => (r.ok ? counters.tasksStopped++ : stopTargets.delete(id)))
+          .then((r) => {
+            answered(`POST /tasks/${id}/stop`, r.status);
+            return r.ok ? counters.tasksStopped++ : stopTargets.delete(id);
+          })
           .catch(() => stopTargets.delete(id));
       }
     }
@@ -348,7 +378,7 @@ async function main(): Promise<void> {
     if (n === TASKS || Date.now() > settleUntil) break;
     await sleep(1000);
   }
-  // orphan sweeps (every 10 s on workers) and janitor/branch sweeps (every reaper tick)
+  // orphan and worktree sweeps (every 10 s on workers) and janitor/branch sweeps (every reaper tick)
   await sleep(15_000);
 
   // --------------------------------------------------------------------------------------------
@@ -357,6 +387,7 @@ async function main(): Promise<void> {
   const figures = await collect();
   sampling = false;
   await sampler;
+  await prober;
 
   async function collect() {
     const { n: terminal } = await terminalCount();
@@ -462,7 +493,7 @@ async function main(): Promise<void> {
 
   const f = figures;
   const rows: string[][] = [
-    ['tasks (terminal / total)', `${f.terminal} / ${TASKS}`, String(TASKS)],
+    ['tasks (terminal / total)', `${f.terminal} / ${TASKS}`, `${TASKS} / ${TASKS}`],
     ['tasks by stage', f.stages.map((s) => `${s.stage} ${s.n}`).join(', '), ''],
     ['jobs by status', f.jobs.map((s) => `${s.status} ${s.n}`).join(', '), ''],
     ['STOPs requested (API)', String(counters.tasksStopped), ''],
@@ -482,13 +513,22 @@ async function main(): Promise<void> {
     ['surviving agent processes (before shutdown)', String(f.survivors.length), '0'],
     ['surviving agent processes (after shutdown)', String(survivorsAfterShutdown.length), '0'],
     ['leaked worktrees on hosts with a reaper (h1, h2)', String(f.leakDetail.filter((l) => !l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '0'],
-    ['worktrees left on the worker-only host h3', String(f.leakDetail.filter((l) => l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '(no janitor there)'],
+    ['leaked worktrees on the worker-only host h3', String(f.leakDetail.filter((l) => l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '0'],
     ['leaked feature branches', String(f.leakedBranches), '0'],
     ['merged tasks / merged_sha not on main', `${f.merged} / ${f.mergedNotOnMain.length}`, '– / 0'],
     ['base branches only moved forward (first-parent)', f.forwardOnly && !violations.some((v) => v.includes('main moved')) ? 'yes' : 'NO', 'yes'],
+    ['API answers / 5xx (task creation, STOP, /healthz)', `${apiAnswers.total} / ${apiAnswers.s5xx}`, '– / 0'],
+    ['/healthz p50 / p99 (ms, while the API was up)', `${fmt(percentile(healthz, 50))} / ${fmt(percentile(healthz, 99))}`, ''],
     ['task latency p50 / p99 (s)', `${fmt(percentile(f.latencies, 50) / 1000)} / ${fmt(percentile(f.latencies, 99) / 1000)}`, ''],
     ['wall time (s)', fmt((Date.now() - t0) / 1000), ''],
   ];
+  // A row with an expectation must meet it; any miss makes the run exit non-zero.
+  const misses = rows.filter(([, value, expected]) => {
+    if (!expected) return false;
+    if (expected === '– / 0') return value.split(' / ')[1] !== '0';
+    if (expected.startsWith('≤')) return Number(value.split(' ')[0]) > Number(expected.slice(1));
+    return value !== expected;
+  });
   const out = [
     `# chaos — ${new Date().toISOString()}`,
     '',
@@ -501,11 +541,14 @@ async function main(): Promise<void> {
     ...(f.survivors.length || survivorsAfterShutdown.length
       ? ['Survivors:', ...[...f.survivors, ...survivorsAfterShutdown].map((s) => `- pid ${s.pid} job ${s.job}: ${s.cmd}`), '']
       : []),
+    ...(apiAnswers.examples.length ? ['5xx answers:', ...apiAnswers.examples.map((e) => `- ${e}`), ''] : []),
     ...(violations.length ? ['Violations:', ...violations.slice(0, 20).map((v) => `- ${v}`), ''] : []),
     'Processes:',
     ...reconnect.map((l) => `- ${l}`),
     '',
     `Logs: ${logs}`,
+    '',
+    misses.length ? `chaos: FAIL (${misses.map(([figure]) => figure).join('; ')})` : 'chaos: PASS (every expectation met)',
     '',
   ].join('\n');
   process.stdout.write(out);
@@ -516,6 +559,7 @@ async function main(): Promise<void> {
     await database.drop();
     await fsp.rm(dir, { recursive: true, force: true });
   }
+  return misses.length === 0;
 }
 
 /** Live processes with ORCH_JOB_ID in their environment that belong to this run's directory. */
@@ -541,7 +585,7 @@ async function scanSurvivors(marker: string): Promise<Array<{ pid: number; job: 
 
 process.on('unhandledRejection', (err) => note(`bench: unhandled rejection: ${(err as Error)?.message ?? String(err)}`));
 main().then(
-  () => process.exit(0),
+  (passed) => process.exit(passed ? 0 : 2),
   (err) => {
     process.stderr.write(`chaos failed: ${(err as Error).stack ?? String(err)}\n`);
     for (const p of procs) {

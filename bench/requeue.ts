@@ -13,12 +13,12 @@ import { requestCancel } from '../packages/shared/src/cancel.ts';
 import { createTask } from '../packages/shared/src/pipeline/tasks.ts';
 import { createDb } from '../packages/shared/src/db/client.ts';
 import { PgBoss, execa } from './deps.ts';
-import { CLI, LATENCY_HEADER, ROOT, createBenchDatabase, latencyRow, nowMs, sleep, startBenchOrch, waitFor, type BenchOrch, type Section } from './support.ts';
+import { CLI, NODE_FLAGS, LATENCY_HEADER, ROOT, createBenchDatabase, latencyRow, nowMs, sleep, startBenchOrch, waitFor, type BenchOrch, type Section } from './support.ts';
 
 type Child = ReturnType<typeof execa>;
 
 export function spawnOrch(orch: BenchOrch, role: string, extra: Record<string, string> = {}): Child {
-  const child = execa(process.execPath, [CLI, role], {
+  const child = execa(process.execPath, [...NODE_FLAGS, CLI, role], {
     env: { ...orch.env, ...extra },
     extendEnv: true,
     reject: false,

@@ -25,6 +25,8 @@ import type { Project } from '../packages/shared/src/db/types.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const CLI = path.join(ROOT, 'packages', 'cli', 'src', 'main.ts');
+/** The Node flags `./orch` and the deploy files run orch's processes with (see `./orch`). */
+export const NODE_FLAGS = ['--max-semi-space-size=16'];
 export const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
