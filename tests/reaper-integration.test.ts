@@ -7,7 +7,7 @@
  * reaper is driven with `tick()` for determinism; the cases about real processes (Tier 3, the
  * zombie, merges) run a real in-process worker.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
@@ -23,7 +23,8 @@ import { heartbeatWorker, registerWorker } from '@orch/shared/db/queries/workers
 import type { Job, Task } from '@orch/shared/db/types';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { processAlive } from '@orch/shared/process-group';
+import { groupMembers, killGroup, processAlive } from '@orch/shared/process-group';
+import { killOrphanAgents } from '@orch/shared/orphans';
 import type { Reaper, TickReport } from '@orch/reaper/reaper';
 import { bareRepo, startOrch, waitFor, type Orch } from './support/harness.ts';
 
@@ -33,9 +34,12 @@ async function orchWith(env: Record<string, string> = {}, project: Record<string
   orchs.push(o);
   return o;
 }
+let spawned: number[] = [];
 afterEach(async () => {
   for (const o of orchs) await o.close();
   orchs = [];
+  for (const pid of spawned) killGroup(pid, 'SIGKILL');
+  spawned = [];
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -151,22 +155,6 @@ async function procState(pid: number): Promise<string | null> {
   } catch {
     return null;
   }
-}
-
-/** Live (non-zombie) members of a process group. */
-async function groupMembers(pgid: number): Promise<number[]> {
-  const out: number[] = [];
-  for (const name of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8');
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(pgrp) === pgid && state !== 'Z') out.push(Number(name));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
 }
 
 describe('Tier 2: known outcome and the finalize grace', () => {
@@ -660,6 +648,42 @@ describe('janitor, kill switch, GET /queue', () => {
     await waitFor(async () => !(await exists(wtB)) && !(await exists(runsB)), 5_000, 'the h2 worktree and run dirs removed by the h2 worker');
   });
 
+  it('orphan sweep: starts from the processes that carry ORCH_JOB_ID; kills only an agent group recorded on this host for a job no longer running', async () => {
+    const o = await orchWith();
+    await fakeWorker(o, { id: 'w-orph', host: 'test-host' });
+    const agent = (jobId: number) => {
+      // an agent group whose leader obeys TERM but whose child ignores everything but KILL
+      const c = spawn('sh', ['-c', "trap '' TERM; sleep 60 & wait"], { detached: true, stdio: 'ignore', env: { ...process.env, ORCH_JOB_ID: String(jobId) } });
+      c.unref();
+      spawned.push(c.pid!);
+      return c.pid!;
+    };
+    const finished = async (job: Job) => sql`UPDATE jobs SET status = 'failed', finished_at = now() WHERE id = ${job.id}`.execute(o.rt.svc.db);
+
+    // 1. the orphan: recorded on this host, its job failed meanwhile → killed, children included
+    const a = await runningJob(o, 'w-orph', 'orphan');
+    const orphanPid = agent(a.job.id);
+    await startAgentRun(o.rt.svc.db, { jobId: a.job.id, agent: 'command', host: 'test-host', pid: orphanPid });
+    await finished(a.job);
+    // 2. same job id in its environment, but not the recorded group (another deployment's agent)
+    const strangerPid = agent(a.job.id);
+    // 3. the agent of a job that is still running
+    const b = await runningJob(o, 'w-orph', 'live');
+    const livePid = agent(b.job.id);
+    await startAgentRun(o.rt.svc.db, { jobId: b.job.id, agent: 'command', host: 'test-host', pid: livePid });
+    // 4. recorded for another host
+    const c = await runningJob(o, 'w-orph', 'elsewhere');
+    const otherHostPid = agent(c.job.id);
+    await startAgentRun(o.rt.svc.db, { jobId: c.job.id, agent: 'command', host: 'elsewhere', pid: otherHostPid });
+    await finished(c.job);
+    await waitFor(async () => (await Promise.all([orphanPid, strangerPid, livePid, otherHostPid].map(groupMembers))).every((m) => m.length === 2), 5_000, 'agent trees up');
+
+    expect(await killOrphanAgents(o.rt.svc.db, 'test-host')).toBe(1);
+    await waitFor(async () => (await groupMembers(orphanPid)).length === 0, 5_000, 'the orphan tree gone');
+    for (const pid of [strangerPid, livePid, otherHostPid]) expect((await groupMembers(pid)).length, `group ${pid}`).toBe(2);
+    expect(await killOrphanAgents(o.rt.svc.db, 'test-host')).toBe(0);
+  });
+
   it('ORCH_REAPER_ENABLED=false: start() does nothing; the same setup with it enabled reaps', async () => {
     const o = await orchWith({ ORCH_REAPER_INTERVAL_S: '0.2', ORCH_REAPER_DEAD_TICKS: '1' });
     await fakeWorker(o, { id: 'w-dead', host: 'elsewhere', hbAgeS: 3600 });
@@ -674,7 +698,8 @@ describe('janitor, kill switch, GET /queue', () => {
     const on = await o.reaper();
     on.start();
     await waitFor(async () => ((await getJob(o.rt.svc.db, job.id))!.status === 'failed' ? true : null), 5_000, 'reaped by the enabled reaper');
-    expect((await o.rt.svc.db.selectFrom('reaper_state').selectAll().execute()).length).toBe(1);
+    // the tick records its state after its units: wait for the end of the tick that reaped
+    await waitFor(async () => (await o.rt.svc.db.selectFrom('reaper_state').selectAll().execute()).length === 1, 5_000, 'the reaper state row');
   });
 
   it('GET /queue: the reaper block (leader, counters, staleness) and finished_age_s per running job', async () => {

@@ -1,13 +1,17 @@
 /**
  * Agent processes left behind on this host: a worker that died (SIGKILL, OOM) leaves its
- * agents running in their own process groups. Any process whose environment says
- * ORCH_JOB_ID=<a job that is no longer running> is killed with its group — the environment
- * check means a recycled pid is never touched. The leader (often an `sh -c`) may be gone while
- * children that ignored SIGTERM live on in its group, so every member is looked at.
+ * agents running in their own process groups. Every agent carries ORCH_JOB_ID in its
+ * environment, so the sweep starts from the processes, not from history: one /proc scan finds
+ * the live processes that carry a job id (usually only running agents, often none), and only
+ * those ids are looked up. A process is killed, with its group, when its job is no longer
+ * running and the job's recorded agent pid (on this host) is its group or session leader — the
+ * environment and pid checks together mean that a recycled pid, or an agent of another orch
+ * deployment on the same machine, is never touched. The leader (often an `sh -c`) may be gone
+ * while children that ignored SIGTERM live on in its group, so every member is looked at.
  */
 import fs from 'node:fs/promises';
 import type { DbOrTx } from './db/client.ts';
-import { finishedJobAgentPids } from './db/queries/reaper.ts';
+import { agentPidsOfFinishedJobs } from './db/queries/reaper.ts';
 import { killGroup } from './process-group.ts';
 
 export async function processJobId(pid: number): Promise<string | null> {
@@ -20,39 +24,41 @@ export async function processJobId(pid: number): Promise<string | null> {
   }
 }
 
-/** Live processes by process group and by session (one /proc scan). */
-async function groupsOnThisHost(): Promise<Map<number, number[]>> {
-  const byGroup = new Map<number, number[]>();
-  const add = (k: number, pid: number) => {
-    const l = byGroup.get(k);
-    if (l) l.push(pid);
-    else byGroup.set(k, [pid]);
-  };
+interface AgentProcess {
+  pid: number;
+  pgrp: number;
+  session: number;
+  jobId: number;
+}
+
+/** Live (non-zombie) processes of this host whose environment carries ORCH_JOB_ID. */
+async function agentProcessesOnThisHost(): Promise<AgentProcess[]> {
+  const out: AgentProcess[] = [];
   for (const name of await fs.readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(name)) continue;
     const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
     if (stat === null) continue;
     const [state, , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (state === 'Z' || state === 'X') continue;
-    add(Number(pgrp), Number(name));
-    if (session !== pgrp) add(Number(session), Number(name));
+    const jobId = await processJobId(Number(name));
+    if (jobId === null || !/^\d+$/.test(jobId)) continue;
+    out.push({ pid: Number(name), pgrp: Number(pgrp), session: Number(session), jobId: Number(jobId) });
   }
-  return byGroup;
+  return out;
 }
 
 export async function killOrphanAgents(db: DbOrTx, host: string): Promise<number> {
-  const rows = await finishedJobAgentPids(db, host);
-  if (rows.length === 0) return 0;
-  const groups = await groupsOnThisHost();
+  const procs = await agentProcessesOnThisHost();
+  if (procs.length === 0) return 0;
+  const rows = await agentPidsOfFinishedJobs(db, host, [...new Set(procs.map((p) => p.jobId))]);
   let killed = 0;
   for (const { job_id, pid } of rows) {
-    for (const member of groups.get(pid) ?? []) {
-      if ((await processJobId(member)) === String(job_id)) {
-        killGroup(pid, 'SIGKILL');
-        killed++;
-        break;
-      }
-    }
+    const members = procs.filter((p) => p.jobId === job_id && (p.pgrp === pid || p.session === pid));
+    if (members.length === 0) continue;
+    killGroup(pid, 'SIGKILL');
+    // a member that moved to a group of its own (still in the agent's session) is killed too
+    for (const m of members) if (m.pgrp !== pid) killGroup(m.pgrp, 'SIGKILL');
+    killed++;
   }
   return killed;
 }

@@ -103,14 +103,18 @@ export async function terminalTaskIds(db: DbOrTx, ids: number[]): Promise<number
   return rows.map((r) => r.id);
 }
 
-/** Agent processes recorded on this host whose job is no longer running. */
-export async function finishedJobAgentPids(db: DbOrTx, host: string): Promise<Array<{ job_id: number; pid: number }>> {
+/**
+ * Of the given jobs (the job ids found in live processes' environments), those that are no
+ * longer running, with the agent pid recorded for them on this host. Bounded by the live
+ * processes, not by history.
+ */
+export async function agentPidsOfFinishedJobs(db: DbOrTx, host: string, jobIds: number[]): Promise<Array<{ job_id: number; pid: number }>> {
+  if (jobIds.length === 0) return [];
   const r = await sql<{ job_id: number; pid: number }>`
     SELECT r.job_id, r.pid FROM agent_runs r JOIN jobs j ON j.id = r.job_id
-    WHERE r.host = ${host} AND r.pid IS NOT NULL AND j.status <> 'running'
-      AND j.finished_at > now() - interval '1 day'
+    WHERE r.job_id = ANY(${jobIds}::bigint[]) AND r.host = ${host} AND r.pid IS NOT NULL AND j.status <> 'running'
   `.execute(db);
-  return r.rows;
+  return r.rows.map((row) => ({ job_id: Number(row.job_id), pid: Number(row.pid) }));
 }
 
 /** Finished tasks of the last day whose feature branch deletion was never recorded. */
