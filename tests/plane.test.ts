@@ -1,4 +1,3 @@
-import { createHmac } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parsePlaneWebhook, verifyPlaneSignature, webhookDedupeKey } from '@orch/shared/tracker/plane-webhook';
 import type { PlaneIssueEvent } from '@orch/shared/tracker/plane-webhook';
@@ -8,6 +7,7 @@ import { TrackerRetryError } from '@orch/shared/tracker/types';
 import type { TrackerStateRole } from '@orch/shared/tracker/types';
 import { startFakePlane } from './fakes/fake-plane.ts';
 import type { FakePlane } from './fakes/fake-plane.ts';
+import { PLANE_WORKSPACE_ID, planeStateChangeBody, signPlaneBody } from './support/plane-webhook.ts';
 
 const SECRET = 'whsec-test-secret';
 const API_KEY = 'plane_api_0123456789abcdef';
@@ -22,38 +22,19 @@ const ROLES: Record<TrackerStateRole, string> = {
   blocked: 'Blocked',
 };
 
-function hmacHex(body: string | Buffer, secret: string): string {
-  return createHmac('sha256', secret).update(body).digest('hex');
-}
-
 /** A body shaped like webhook_task.py's payload, for parser tests that need no server. */
 function issuePayload(over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    event: 'issue',
-    action: 'updated',
-    webhook_id: '3c2c32ac-82df-48b3-be2a-a3e21dbe8692',
-    workspace_id: 'd2d97c94-a6ad-4012-b526-5577c0d7c769',
-    data: {
-      id: 'e1b5f0b4-6a3b-4d50-9f7c-1b7f2b1d2c3e',
+    ...planeStateChangeBody({
+      issueId: 'e1b5f0b4-6a3b-4d50-9f7c-1b7f2b1d2c3e',
       name: 'Add dark mode',
       project: PROJECT,
-      workspace: 'd2d97c94-a6ad-4012-b526-5577c0d7c769',
-      state: { id: '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11', name: 'To Analyse', color: '#3F76FF', group: 'unstarted' },
-      description_html: '<p>Please add a dark mode</p>',
-      description_stripped: 'Please add a dark mode',
-      sequence_id: 7,
-      updated_at: '2025-01-02T03:04:05.678901Z',
-      labels: [],
-      assignees: [],
-    },
-    activity: {
-      field: 'state',
-      new_value: '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11',
-      old_value: '9b7e1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e',
-      actor: { id: '7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d', display_name: 'alice' },
-      old_identifier: null,
-      new_identifier: null,
-    },
+      state: { name: 'To Analyse' },
+      description: 'Please add a dark mode',
+      at: '2025-01-02T03:04:05.678901Z',
+      data: { workspace: PLANE_WORKSPACE_ID, description_html: '<p>Please add a dark mode</p>', sequence_id: 7, labels: [], assignees: [] },
+      activity: { old_identifier: null, new_identifier: null },
+    }),
     ...over,
   };
 }
@@ -70,21 +51,21 @@ describe('verifyPlaneSignature', () => {
   const body = JSON.stringify(issuePayload());
 
   it('accepts the hex HMAC-SHA256 of the raw body, as string or bytes', () => {
-    const sig = hmacHex(body, SECRET);
+    const sig = signPlaneBody(body, SECRET);
     expect(verifyPlaneSignature(body, sig, SECRET)).toBe(true);
     expect(verifyPlaneSignature(new TextEncoder().encode(body), sig, SECRET)).toBe(true);
   });
 
   it('accepts uppercase hex', () => {
-    expect(verifyPlaneSignature(body, hmacHex(body, SECRET).toUpperCase(), SECRET)).toBe(true);
+    expect(verifyPlaneSignature(body, signPlaneBody(body, SECRET).toUpperCase(), SECRET)).toBe(true);
   });
 
   it('rejects a wrong secret', () => {
-    expect(verifyPlaneSignature(body, hmacHex(body, 'other-secret'), SECRET)).toBe(false);
+    expect(verifyPlaneSignature(body, signPlaneBody(body, 'other-secret'), SECRET)).toBe(false);
   });
 
   it('rejects a body altered by one byte', () => {
-    const sig = hmacHex(body, SECRET);
+    const sig = signPlaneBody(body, SECRET);
     const bytes = Buffer.from(body, 'utf8');
     bytes[bytes.length - 2] = bytes[bytes.length - 2]! ^ 0x01;
     expect(verifyPlaneSignature(bytes, sig, SECRET)).toBe(false);
@@ -92,7 +73,7 @@ describe('verifyPlaneSignature', () => {
   });
 
   it('rejects a missing, empty, odd-length, non-hex or prefixed header without throwing', () => {
-    const sig = hmacHex(body, SECRET);
+    const sig = signPlaneBody(body, SECRET);
     for (const bad of [undefined, '', sig.slice(1), sig + '0', 'z'.repeat(64), `sha256=${sig}`, sig.slice(0, 62)]) {
       expect(() => verifyPlaneSignature(body, bad, SECRET)).not.toThrow();
       expect(verifyPlaneSignature(body, bad, SECRET)).toBe(false);
@@ -102,7 +83,7 @@ describe('verifyPlaneSignature', () => {
   it('rejects a signature made over a re-serialized body (checks raw bytes)', () => {
     // Plane signs json.dumps output (", " / ": " separators); a compact re-serialization differs.
     const pythonish = JSON.stringify(issuePayload()).replace(/,"/g, ', "').replace(/":/g, '": ');
-    const sig = hmacHex(pythonish, SECRET);
+    const sig = signPlaneBody(pythonish, SECRET);
     expect(verifyPlaneSignature(pythonish, sig, SECRET)).toBe(true);
     expect(verifyPlaneSignature(JSON.stringify(JSON.parse(pythonish)), sig, SECRET)).toBe(false);
   });

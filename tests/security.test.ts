@@ -8,7 +8,6 @@
  * - the agent's environment does not inherit orch's secrets;
  * - SQL is built only through parameterized queries (a grep of packages/*\/src).
  */
-import { createHmac } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'kysely';
@@ -25,6 +24,7 @@ import { createPlaneTracker } from '@orch/shared/tracker/plane';
 import { createWorker } from '@orch/worker/worker';
 import { GOOD_AGENT } from './support/agents.ts';
 import { ROOT, startOrch, waitFor, type Orch } from './support/harness.ts';
+import { signPlaneBody } from './support/plane-webhook.ts';
 
 const SECRETS = {
   DATABASE_URL: 'postgres://leaky:db-PASSWORD-s3cr3t@127.0.0.1:1/nowhere',
@@ -88,7 +88,7 @@ describe('secrets never logged', () => {
 
       // 1. webhooks: bad signature, signature made with the secret as the body, the secret in headers
       const body = JSON.stringify({ event: 'issue', action: 'updated', data: { id: SECRETS.PLANE_WEBHOOK_SECRET } });
-      for (const sig of ['00'.repeat(32), SECRETS.PLANE_WEBHOOK_SECRET, createHmac('sha256', 'wrong').update(body).digest('hex')]) {
+      for (const sig of ['00'.repeat(32), SECRETS.PLANE_WEBHOOK_SECRET, signPlaneBody(body, 'wrong')]) {
         const r = await app.request('/webhooks/plane', { method: 'POST', body, headers: { 'x-plane-signature': sig, authorization: `Bearer ${SECRETS.ORCH_API_TOKEN}` } });
         expect(r.status).toBe(401);
       }
@@ -188,7 +188,7 @@ describe('authentication', () => {
     const s = orch.rt.svc;
     const app = createApp({ db: s.db, boss: s.boss, config: orch.config, log: s.log });
     const body = '{"event":"issue","action":"updated","data":{"id":"x"}}';
-    for (const sig of [undefined, createHmac('sha256', '').update(body).digest('hex'), 'aa'.repeat(32)]) {
+    for (const sig of [undefined, signPlaneBody(body, ''), 'aa'.repeat(32)]) {
       const r = await app.request('/webhooks/plane', { method: 'POST', body, headers: sig ? { 'x-plane-signature': sig } : {} });
       expect(r.status).toBe(503);
     }

@@ -7,20 +7,17 @@
  * answers fast during and after. Then a batch with VALID signatures over mutated valid payloads:
  * only 2xx/4xx, and the rows written are consistent.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
 import { startOrch, type Orch } from './support/harness.ts';
+import { PLANE_STATE_IDS, planeStateChangeBody, signPlaneBody } from './support/plane-webhook.ts';
 
 const SECRET = 'whsec-fuzz-secret-0123456789';
 const PLANE_PROJECT = '5b1d7e4e-1c2a-4f7b-8a59-0c6f2d1e9a10';
-const STATES: Record<string, string> = {
-  'To Analyse': '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11',
-  STOP: '8a1b2c3d-4e5f-4a6b-9c7d-8e9f0a1b2c3d',
-  Backlog: '9b7e1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e',
-};
+const STATES = PLANE_STATE_IDS;
 const STATE_NAMES = Object.fromEntries(Object.entries(STATES).map(([n, id]) => [id, n]));
 const UNSIGNED = Number(process.env.FUZZ_UNSIGNED ?? 10_000);
 const SIGNED = Number(process.env.FUZZ_SIGNED ?? 1_500);
@@ -40,25 +37,18 @@ afterAll(async () => {
   await orch?.close();
 });
 
-const sign = (body: Uint8Array | string, secret = SECRET) => createHmac('sha256', secret).update(body).digest('hex');
+const sign = (body: Uint8Array | string, secret = SECRET) => signPlaneBody(body, secret);
 
 function validPayload(issueId: string, stateName: string, name = 'Fuzzed issue'): Record<string, unknown> {
-  const at = new Date().toISOString();
-  return {
-    event: 'issue',
-    action: 'updated',
-    webhook_id: '3c2c32ac-82df-48b3-be2a-a3e21dbe8692',
-    workspace_id: 'd2d97c94-a6ad-4012-b526-5577c0d7c769',
-    data: {
-      id: issueId,
-      name,
-      project: PLANE_PROJECT,
-      state: { id: STATES[stateName] ?? randomUUID(), name: stateName, color: '#3F76FF', group: 'unstarted' },
-      description_stripped: 'from the fuzzer',
-      updated_at: at,
-    },
-    activity: { field: 'state', new_value: STATES[stateName] ?? null, old_value: STATES.Backlog, actor: { id: randomUUID() }, created_at: at },
-  };
+  return planeStateChangeBody({
+    issueId,
+    name,
+    project: PLANE_PROJECT,
+    state: { name: stateName, id: STATES[stateName] ?? randomUUID() },
+    description: 'from the fuzzer',
+    actor: { id: randomUUID() },
+    activity: { new_value: STATES[stateName] ?? null },
+  });
 }
 
 /** Replace the value at a random path of a JSON tree (or delete it, or add a key). */

@@ -2,7 +2,7 @@
  * Helpers of the STOP tests: the stage-aware shell agent (tests/fixtures/agents/stop-agent.sh),
  * a /proc scan of a process group, row readers, the API app and signed Plane webhooks.
  */
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createApp } from '@orch/api/app';
@@ -12,6 +12,7 @@ import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import type { Task } from '@orch/shared/db/types';
 import { ROOT, tempDir, waitFor, type Orch } from './harness.ts';
+import { planeStateChangeBody, signPlaneBody } from './plane-webhook.ts';
 
 export const STOP_AGENT = path.join(ROOT, 'tests', 'fixtures', 'agents', 'stop-agent.sh');
 
@@ -109,41 +110,22 @@ export function apiOf(orch: Orch) {
 
 export const WEBHOOK_SECRET = 'stop-test-webhook-secret';
 export const PLANE_PROJECT = '5b1d7e4e-1c2a-4f7b-8a59-0c6f2d1e9a10';
-const STATE_IDS: Record<string, string> = {
-  'To Analyse': '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11',
-  STOP: '8a1b2c3d-4e5f-4a6b-9c7d-8e9f0a1b2c3d',
-  Backlog: '9b7e1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e',
-};
 
 /** A Plane `issue updated` webhook body (state change) like webhook_task.py sends. */
 export function planeStateChange(issueId: string, name: string, stateName: string, from = 'Backlog'): Record<string, unknown> {
-  const at = new Date().toISOString();
-  return {
-    event: 'issue',
-    action: 'updated',
-    webhook_id: '3c2c32ac-82df-48b3-be2a-a3e21dbe8692',
-    workspace_id: 'd2d97c94-a6ad-4012-b526-5577c0d7c769',
-    data: {
-      id: issueId,
-      name,
-      project: PLANE_PROJECT,
-      state: { id: STATE_IDS[stateName], name: stateName, color: '#3F76FF', group: stateName === 'STOP' ? 'cancelled' : 'unstarted' },
-      description_stripped: 'from plane',
-      updated_at: at,
-    },
-    activity: {
-      field: 'state',
-      new_value: STATE_IDS[stateName],
-      old_value: STATE_IDS[from],
-      actor: { id: '7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d', display_name: 'alice' },
-      created_at: at,
-    },
-  };
+  return planeStateChangeBody({
+    issueId,
+    name,
+    project: PLANE_PROJECT,
+    state: { name: stateName, group: stateName === 'STOP' ? 'cancelled' : 'unstarted' },
+    from,
+    description: 'from plane',
+  });
 }
 
 export async function postPlane(orch: Orch, body: Record<string, unknown>, secret = WEBHOOK_SECRET) {
   const raw = JSON.stringify(body);
-  const sig = createHmac('sha256', secret).update(raw).digest('hex');
+  const sig = signPlaneBody(raw, secret);
   return apiOf(orch).post('/webhooks/plane', raw, { 'x-plane-signature': sig, 'x-plane-delivery': randomUUID() });
 }
 
