@@ -20,7 +20,7 @@ import { createTask, retryTask } from '@orch/shared/pipeline/tasks';
 import { createBoss, startBoss } from '@orch/shared/queue';
 import { createReaper } from '@orch/reaper/reaper';
 import { createWorker } from '@orch/worker/worker';
-import { checkDatabase, CliError, config, databaseUrl, logger, runtime, untilSignal } from './context.ts';
+import { checkDatabase, CliError, config, databaseUrl, logger, runtime, serveUntilSignal, untilSignal } from './context.ts';
 import { startEmbeddedPostgres } from './embedded-postgres.ts';
 import { startTrackerLoops } from './tracker-loops.ts';
 import { createTracker } from '@orch/shared/tracker/index';
@@ -157,54 +157,39 @@ const apiCmd = command({
     'Intake only: it never runs agents.',
   usage: 'orch api [--port N]',
   options: { port: { type: 'string' } },
-  run: async ({ values }) => {
-    const signalled = untilSignal(); // first, so a signal during start-up is not lost
-    const cfg = config();
-    const log = logger(cfg, 'orch-api');
-    const rt = await runtime(cfg, log, 'orch-api');
-    const server = await serveApi(rt, values.port ? Number(values.port) : cfg.api.port, cfg.api.host);
-    log.info({ port: server.port, host: cfg.api.host }, 'api listening');
-    await signalled;
-    await server.close();
-    await rt.close();
-    return 0;
-  },
+  run: ({ values }) =>
+    serveUntilSignal('orch-api', {}, async (rt, log) => {
+      const { api } = rt.svc.config;
+      const server = await serveApi(rt, values.port ? Number(values.port) : api.port, api.host);
+      log.info({ port: server.port, host: api.host }, 'api listening');
+      return () => server.close();
+    }),
 });
 
 const workerCmd = command({
   summary: 'Run a worker: claims jobs and runs agents in git worktrees. Run as many as you like.',
   usage: 'orch worker',
-  run: async () => {
-    const signalled = untilSignal(); // first, so a signal during start-up is not lost
-    const cfg = config();
-    const log = logger(cfg, 'orch-worker');
-    const rt = await runtime(cfg, log, 'orch-worker');
-    const worker = createWorker({ svc: rt.svc, agent: await createAgent(cfg), connectionString: rt.connectionString, log });
-    await worker.start();
-    await signalled;
-    await worker.stop();
-    await rt.close();
-    return 0;
-  },
+  run: () =>
+    serveUntilSignal('orch-worker', {}, async (rt, log) => {
+      const worker = createWorker({ svc: rt.svc, agent: await createAgent(rt.svc.config), connectionString: rt.connectionString, log });
+      await worker.start();
+      return () => worker.stop();
+    }),
 });
 
 const reaperCmd = command({
   summary: 'Run the reaper (liveness daemon). Run several for HA: one leader acts per tick.',
   usage: 'orch reaper',
-  run: async () => {
-    const signalled = untilSignal(); // first, so a signal during start-up is not lost
-    const cfg = config();
-    const log = logger(cfg, 'orch-reaper');
-    const rt = await runtime(cfg, log, 'orch-reaper', { superviseBoss: true });
-    const reaper = createReaper({ svc: rt.svc, connectionString: rt.connectionString, log });
-    reaper.start();
-    const trackerLoops = startTrackerLoops(rt, log);
-    await signalled;
-    await trackerLoops.stop();
-    await reaper.stop();
-    await rt.close();
-    return 0;
-  },
+  run: () =>
+    serveUntilSignal('orch-reaper', { superviseBoss: true }, async (rt, log) => {
+      const reaper = createReaper({ svc: rt.svc, connectionString: rt.connectionString, log });
+      reaper.start();
+      const trackerLoops = startTrackerLoops(rt, log);
+      return async () => {
+        await trackerLoops.stop();
+        await reaper.stop();
+      };
+    }),
 });
 
 /** A local bare repository with one commit on main: the forge of the demo project. */

@@ -84,3 +84,24 @@ export function untilSignal(): Promise<NodeJS.Signals> {
     process.on('SIGINT', on);
   });
 }
+
+/**
+ * A long-running role (api, worker, reaper): the signal handlers first, so a signal during
+ * start-up is not lost; then the runtime, the role's start, the wait for SIGTERM/SIGINT, and the
+ * role's own stop before the runtime closes.
+ */
+export async function serveUntilSignal(
+  role: string,
+  opts: { superviseBoss?: boolean },
+  start: (rt: Runtime, log: Logger) => Promise<() => Promise<void>>,
+): Promise<number> {
+  const signalled = untilSignal();
+  const cfg = config();
+  const log = logger(cfg, role);
+  const rt = await runtime(cfg, log, role, opts);
+  const stop = await start(rt, log);
+  await signalled;
+  await stop();
+  await rt.close();
+  return 0;
+}

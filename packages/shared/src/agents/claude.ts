@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import type { AgentAdapter, AgentContext, AgentInvocation, AgentUsage, UsageParser } from './types.ts';
 import { emptyUsage } from './types.ts';
-import { isObject, num, type Json } from './json.ts';
+import { isObject, jsonObjectLine, num, type Json } from './json.ts';
 
 export interface ClaudeAdapterOptions {
   /** the executable; default `claude` */
@@ -140,15 +140,8 @@ export function createClaudeStreamParser(): UsageParser {
   }
 
   function onLine(line: string): void {
-    const trimmed = line.trim();
-    if (!trimmed.startsWith('{')) return;
-    let ev: unknown;
-    try {
-      ev = JSON.parse(trimmed);
-    } catch {
-      return;
-    }
-    if (!isObject(ev)) return;
+    const ev = jsonObjectLine(line);
+    if (ev === null) return;
     switch (ev.type) {
       case 'assistant':
         onAssistant(ev);

@@ -19,7 +19,7 @@
 import type { AgentAdapter, AgentContext, AgentInvocation, AgentUsage, UsageParser } from './types.ts';
 import { emptyUsage } from './types.ts';
 import { promptArgument } from './claude.ts';
-import { isObject, num, type Json } from './json.ts';
+import { isObject, jsonObjectLine, num, type Json } from './json.ts';
 
 export interface CodexAdapterOptions {
   /** the executable; default `codex` */
@@ -139,15 +139,8 @@ export function createCodexStreamParser(): UsageParser {
   }
 
   function onLine(line: string): void {
-    const trimmed = line.trim();
-    if (!trimmed.startsWith('{')) return;
-    let ev: unknown;
-    try {
-      ev = JSON.parse(trimmed);
-    } catch {
-      return;
-    }
-    if (!isObject(ev)) return;
+    const ev = jsonObjectLine(line);
+    if (ev === null) return;
     if (typeof ev.type === 'string' && ev.type !== 'event_msg') onThreadEvent(ev);
     else if (isObject(ev.msg)) onLegacyEvent(ev.msg);
     else if (isObject(ev.payload)) onLegacyEvent(ev.payload);

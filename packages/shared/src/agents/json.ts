@@ -9,3 +9,15 @@ export function isObject(v: unknown): v is Json {
 export function num(v: unknown): number | null {
   return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : null;
 }
+
+/** One line of a JSON-lines stream as an object; null for anything else (text, arrays, bad JSON). */
+export function jsonObjectLine(line: string): Json | null {
+  const trimmed = line.trim();
+  if (!trimmed.startsWith('{')) return null;
+  try {
+    const v: unknown = JSON.parse(trimmed);
+    return isObject(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
