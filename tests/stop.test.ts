@@ -77,6 +77,7 @@ describe('STOP of a running agent', () => {
     expect(await branchesOf(orch.repo)).toEqual(['main']);
     const kinds = (await eventsOf(orch, t.id)).map((e) => e.kind);
     expect(kinds).toEqual(expect.arrayContaining(['cancel_requested', 'job_cancelled', 'cancelled']));
+    expect((await eventsOf(orch, t.id)).filter((e) => e.kind === 'cancel_error').map((e) => e.reason)).toEqual([]);
     expect(kinds).not.toContain('cancel_error');
 
     // nothing comes back: no requeue, no stage after cancelled
@@ -189,6 +190,7 @@ describe('STOP between steps', () => {
     await expectNoLiveJob(orch, t.id);
     const kinds = (await eventsOf(orch, t.id)).map((e) => e.kind);
     expect(kinds).toContain('cancelled');
+    expect((await eventsOf(orch, t.id)).filter((e) => e.kind === 'cancel_error').map((e) => e.reason)).toEqual([]);
     expect(kinds).not.toContain('cancel_error');
     expect(kinds).not.toContain('branch_delete_refused');
     expect(await branchesOf(orch.repo)).toEqual(['main']);

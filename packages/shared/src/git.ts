@@ -57,25 +57,38 @@ export interface ProjectRepo {
   remoteUrl: string;
 }
 
+/**
+ * A bare repository at `dir` unless one is there: built aside (`setup` configures it) and
+ * renamed into place, so several processes of one host racing here never see a half-made
+ * repository, and never fight over its config lock (a plain `git init` on a shared path does).
+ */
+export async function createBareRepo(dir: string, setup?: (staging: string) => Promise<void>): Promise<void> {
+  if (await fs.access(path.join(dir, 'config')).then(() => true, () => false)) return;
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  const staging = await fs.mkdtemp(`${dir}.new-`);
+  try {
+    await git(['init', '--bare', '--quiet', staging]);
+    await setup?.(staging);
+    await fs.rename(staging, dir);
+  } catch (err) {
+    await fs.rm(staging, { recursive: true, force: true });
+    // lost the race to another process: its repository is in place
+    if (!(await fs.access(path.join(dir, 'config')).then(() => true, () => false))) throw err;
+  }
+}
+
 /** Create (first time) and fetch the host-local mirror of a project's remote. */
 export async function syncMirror(root: string, projectSlug: string, remoteUrl: string): Promise<ProjectRepo> {
   const mirror = path.join(root, projectSlug, 'mirror.git');
   return withRepoLock(mirror, async () => {
     const config = await fs.readFile(path.join(mirror, 'config'), 'utf8').catch(() => null);
     if (config === null) {
-      // Built aside and renamed into place: several worker processes of one host may race here.
-      await fs.mkdir(path.dirname(mirror), { recursive: true });
-      const staging = await fs.mkdtemp(`${mirror}.new-`);
-      await git(['init', '--bare', '--quiet', staging]);
-      await git(['remote', 'add', 'origin', remoteUrl], { cwd: staging });
-      await git(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*'], { cwd: staging });
-      await git(['config', 'user.name', 'orch'], { cwd: staging });
-      await git(['config', 'user.email', 'orch@localhost'], { cwd: staging });
-      try {
-        await fs.rename(staging, mirror);
-      } catch {
-        await fs.rm(staging, { recursive: true, force: true }); // another process won the race
-      }
+      await createBareRepo(mirror, async (staging) => {
+        await git(['remote', 'add', 'origin', remoteUrl], { cwd: staging });
+        await git(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*'], { cwd: staging });
+        await git(['config', 'user.name', 'orch'], { cwd: staging });
+        await git(['config', 'user.email', 'orch@localhost'], { cwd: staging });
+      });
     } else if (!config.includes(`url = ${remoteUrl}\n`)) {
       await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
     }

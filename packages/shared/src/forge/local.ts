@@ -16,7 +16,7 @@ import {
   setPullRequestHead,
 } from '../db/queries/pull-requests.ts';
 import type { PullRequestRow } from '../db/types.ts';
-import { git } from '../git.ts';
+import { createBareRepo, git } from '../git.ts';
 import type { BranchInfo, DeleteBranchResult, Forge, MergeResult, PullRequest, UpdateBranchResult } from './types.ts';
 
 function toPr(r: PullRequestRow): PullRequest {
@@ -55,12 +55,17 @@ export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUr
   let ctxRepo: Promise<string> | null = null;
   /** An empty repository to run remote-only commands (push --delete) from. */
   function contextRepo(): Promise<string> {
-    ctxRepo ??= (async () => {
-      const dir = path.join(opts.scratchRoot ?? os.tmpdir(), `orch-forge-ctx-${projectId}.git`);
-      await fs.mkdir(path.dirname(dir), { recursive: true });
-      await git(['init', '--bare', '--quiet', dir]);
-      return dir;
-    })();
+    if (ctxRepo === null) {
+      const made = (async () => {
+        const dir = path.join(opts.scratchRoot ?? os.tmpdir(), `orch-forge-ctx-${projectId}.git`);
+        await createBareRepo(dir); // shared by every process of this host that uses this scratch root
+        return dir;
+      })();
+      made.catch(() => {
+        if (ctxRepo === made) ctxRepo = null; // a failure is not cached: the next call tries again
+      });
+      ctxRepo = made;
+    }
     return ctxRepo;
   }
 
