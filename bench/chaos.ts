@@ -17,7 +17,7 @@
  *
  * Sampled all along: two running jobs of one task, the fleet cap, base branches moving only
  * forward. At the end: every task terminal; duplicate advances, duplicate enqueues, surviving
- * agent processes, leaked worktrees, leaked branches — all expected 0; p50/p99 task latency.
+ * agent processes, leaked worktrees and run dirs, leaked branches — all expected 0; p50/p99 task latency.
  * Prints a table and writes it to bench/results/chaos.md.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -28,6 +28,7 @@ import path from 'node:path';
 import { createDb } from '../packages/shared/src/db/client.ts';
 import { git } from '../packages/shared/src/git.ts';
 import { addProject } from '../packages/shared/src/pipeline/projects.ts';
+import { taskIdsWithFiles } from '../packages/shared/src/task-files.ts';
 import { CLI, NODE_FLAGS, ROOT, bareRepo, createBenchDatabase, fmt, percentile, remoteBranches, sleep, table } from './support.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -418,9 +419,8 @@ async function main(): Promise<boolean> {
     const terminalIds = new Set((await q<{ id: number }>(`SELECT id FROM tasks WHERE stage IN ('done','cancelled')`)).map((r) => Number(r.id)));
     for (const host of HOSTS) {
       for (const slug of PROJECTS) {
-        const wdir = path.join(wtRoot(host), slug, 'worktrees');
-        const ids = (await fsp.readdir(wdir).catch(() => [] as string[])).filter((x) => /^\d+$/.test(x)).map(Number);
-        const leaked = ids.filter((id) => terminalIds.has(id));
+        // a worktree or a run dir of a terminal task
+        const leaked = (await taskIdsWithFiles(wtRoot(host), slug)).filter((id) => terminalIds.has(id)).sort((a, b) => a - b);
         if (leaked.length) leakDetail.push(`${host}/${slug}: ${leaked.join(',')}`);
         leakedWorktrees += leaked.length;
       }
@@ -512,8 +512,8 @@ async function main(): Promise<boolean> {
     ['live jobs of terminal tasks', String(f.liveOnTerminal), '0'],
     ['surviving agent processes (before shutdown)', String(f.survivors.length), '0'],
     ['surviving agent processes (after shutdown)', String(survivorsAfterShutdown.length), '0'],
-    ['leaked worktrees on hosts with a reaper (h1, h2)', String(f.leakDetail.filter((l) => !l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '0'],
-    ['leaked worktrees on the worker-only host h3', String(f.leakDetail.filter((l) => l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '0'],
+    ['leaked worktrees or run dirs on hosts with a reaper (h1, h2)', String(f.leakDetail.filter((l) => !l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '0'],
+    ['leaked worktrees or run dirs on the worker-only host h3', String(f.leakDetail.filter((l) => l.startsWith('h3/')).reduce((n, l) => n + l.split(': ')[1]!.split(',').length, 0)), '0'],
     ['leaked feature branches', String(f.leakedBranches), '0'],
     ['merged tasks / merged_sha not on main', `${f.merged} / ${f.mergedNotOnMain.length}`, '– / 0'],
     ['base branches only moved forward (first-parent)', f.forwardOnly && !violations.some((v) => v.includes('main moved')) ? 'yes' : 'NO', 'yes'],
@@ -537,7 +537,7 @@ async function main(): Promise<boolean> {
     table(['figure', 'value', 'expected'], rows),
     '',
     ...(f.nonTerminal.length ? ['Non-terminal tasks:', ...f.nonTerminal.map((t) => `- ${t.id} ${t.stage} ${t.blocked_reason ?? ''}`), ''] : []),
-    ...(f.leakDetail.length ? ['Leaked worktrees:', ...f.leakDetail.map((l) => `- ${l}`), ''] : []),
+    ...(f.leakDetail.length ? ['Leaked task files (worktree or run dirs):', ...f.leakDetail.map((l) => `- ${l}`), ''] : []),
     ...(f.survivors.length || survivorsAfterShutdown.length
       ? ['Survivors:', ...[...f.survivors, ...survivorsAfterShutdown].map((s) => `- pid ${s.pid} job ${s.job}: ${s.cmd}`), '']
       : []),

@@ -1,7 +1,10 @@
+import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
+import { worktreePath } from '@orch/shared/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
+import { taskRunsDir } from '@orch/shared/task-files';
 import { branchesOf, filesOnBranch, startOrch, waitFor, type Orch } from './support/harness.ts';
 
 describe('pipeline, in-process worker and reaper', () => {
@@ -11,7 +14,7 @@ describe('pipeline, in-process worker and reaper', () => {
   });
   afterAll(async () => orch?.close());
 
-  it('runs a task analysis → implementation → review → merge → done, merged on base, branch gone', async () => {
+  it('runs a task analysis → implementation → review → merge → done, merged on base, branch and files gone', async () => {
     await orch.worker();
     const reaper = await orch.reaper();
     reaper.start();
@@ -31,5 +34,13 @@ describe('pipeline, in-process worker and reaper', () => {
     expect(await filesOnBranch(orch.repo, 'main')).toContain(`orch-demo/task-${task.id}.md`);
     // the feature branch goes right after the task reaches done
     await waitFor(async () => (await branchesOf(orch!.repo)).join() === 'main', 10_000, 'feature branches deleted');
+    // and the task's files on this host: its worktree and the run dirs of its four jobs
+    const root = orch.config.worktreeRoot;
+    const left = async () => {
+      const out: string[] = [];
+      for (const d of [worktreePath(root, 'p', task.id), taskRunsDir(root, 'p', task.id)]) if (await fs.access(d).then(() => true, () => false)) out.push(d);
+      return out;
+    };
+    await waitFor(async () => (await left()).length === 0, 5_000, 'worktree and run dirs removed').catch(async () => expect(await left()).toEqual([]));
   });
 });

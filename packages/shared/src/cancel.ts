@@ -19,7 +19,7 @@ import { getLiveTaskByIssue, getTask, lockTask, markTaskCancelled, requestTaskCa
 import { getWorker } from './db/queries/workers.ts';
 import type { Job, Task } from './db/types.ts';
 import { OrchError } from './errors.ts';
-import { removeTaskWorktree } from './git.ts';
+import { removeTaskFiles } from './task-files.ts';
 import { abortJob } from './pipeline/finalize.ts';
 import { onTaskTerminal } from './pipeline/apply.ts';
 import { reportToTracker } from './pipeline/report.ts';
@@ -129,7 +129,7 @@ export async function completeCancel(
     if (result === 'protected')
       await appendEvent(svc.db, { taskId, kind: 'branch_delete_refused', actor, reason: 'protected', data: { branch: task.branch } });
   }
-  await removeTaskWorktree(svc.config.worktreeRoot, project.slug, taskId);
+  await removeTaskFiles(svc.config.worktreeRoot, project.slug, taskId);
 
   return svc.db.transaction().execute(async (tx) => {
     const current = (await lockTask(tx, taskId))!;

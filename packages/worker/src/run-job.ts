@@ -19,7 +19,7 @@ import { enterCriticalWindow, getTask, leaveCriticalWindow, updateTask } from '@
 import type { Job, Project, Task } from '@orch/shared/db/types';
 import type { Forge } from '@orch/shared/forge/types';
 import type { StepReport } from '@orch/shared/gates/index';
-import { prepareWorktree, pushBranch, removeTaskWorktree, syncMirror, worktreePath, type ProjectRepo } from '@orch/shared/git';
+import { prepareWorktree, pushBranch, syncMirror, worktreePath, type ProjectRepo } from '@orch/shared/git';
 import type { Logger } from '@orch/shared/logger';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
@@ -27,6 +27,7 @@ import { startGroupProcess, type GroupProcess, type ProcessExit } from '@orch/sh
 import { renderPrompt } from '@orch/shared/prompts';
 import type { Services } from '@orch/shared/services';
 import { AGENT_STAGES, isTerminal } from '@orch/shared/stages';
+import { jobRunDir, removeTaskFiles } from '@orch/shared/task-files';
 import { runMergeStep } from './merge-step.ts';
 
 export type StopReason = 'cancel' | 'job_flipped' | 'agent_timeout' | 'budget_exceeded' | 'worker_shutdown';
@@ -126,7 +127,7 @@ async function onStopped(ctx: JobContext, rj: RunningJob, reason: StopReason, lo
   }
 }
 
-/** After the finalize: a finished task leaves no worktree and no feature branch behind. */
+/** After the finalize: a finished task leaves no worktree, run dir or feature branch behind. */
 async function afterJob(ctx: JobContext, taskId: number, project: Project, log: Logger): Promise<void> {
   const task = await getTask(ctx.svc.db, taskId);
   if (!task) return;
@@ -135,7 +136,7 @@ async function afterJob(ctx: JobContext, taskId: number, project: Project, log: 
     return;
   }
   if (!isTerminal(task.stage)) return;
-  await removeTaskWorktree(ctx.svc.config.worktreeRoot, project.slug, taskId);
+  await removeTaskFiles(ctx.svc.config.worktreeRoot, project.slug, taskId);
   if (task.stage === 'done') {
     const r = await removeFeatureBranch(ctx.svc, task, project, `worker:${ctx.workerId}`);
     log.info({ branch: task.branch, result: r }, 'feature branch removed after done');
@@ -151,7 +152,7 @@ interface StepInput {
 }
 
 function jobDirs(ctx: JobContext, project: Project, job: Job) {
-  const base = path.join(ctx.svc.config.worktreeRoot, project.slug, 'runs', String(job.task_id), String(job.id));
+  const base = jobRunDir(ctx.svc.config.worktreeRoot, project.slug, job.task_id, job.id);
   return { artefactDir: path.join(base, 'artefacts'), promptFile: path.join(base, 'prompt.md') };
 }
 
