@@ -1,11 +1,12 @@
 /**
- * STOP storm (issue 8): 36 STOPs, many of them concurrent, while agents run with child process
- * trees, merges sit in a slow pre-receive hook on the bare repo (the forge's merge call is the
- * critical window) and deploys run (`sleep 1`), with 3 in-process workers and a reaper loop.
- * Afterwards: no surviving process of this test's jobs (a /proc scan of environ for ORCH_JOB_ID),
- * every task terminal, every requested cancel completed (deferred ones too), merges recorded
- * truthfully (merged_sha on main ⇔ the task's file on main; merge job done), no queued/running
- * job left, no feature branch left.
+ * STOP storm (issue 8): a burst of 50 concurrent STOPs (25 tasks, each stopped twice at once)
+ * while agents run with child process trees, then STOPs aimed at flow tasks at the moment they
+ * run an agent, sit in a merge (a slow pre-receive hook on the bare repo makes the forge's merge
+ * call, the critical window, last 1 s) or a deploy (`sleep 1`), or are done; 3 in-process
+ * workers and a reaper loop. Afterwards: no surviving process of this test's jobs (a /proc scan
+ * of environ for ORCH_JOB_ID), every task terminal, every requested cancel completed (deferred
+ * ones too), merges recorded truthfully (merged_sha on main ⇔ the task's file on main; merge job
+ * done), no queued/running job left, no feature branch left.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -18,7 +19,7 @@ import { bareRepo, branchesOf, startOrch, waitFor, type Orch } from './support/h
 import { agentControl, sleep } from './support/stop-helpers.ts';
 
 const PROJECTS = ['p', 'q', 'r'] as const;
-const TREE_TASKS = 14; // agents with child trees, stopped while running
+const TREE_TASKS = 25; // agents with child trees, stopped (twice each, all at once) while running or queued
 const FLOW_TASKS = 22; // tasks flowing to merge/deploy, stopped at random moments
 let orch: Orch | undefined;
 
@@ -52,7 +53,7 @@ const slowHook = (sleepS: number) =>
   `#!/bin/sh\nwhile read old new ref; do\n  if [ "$ref" = refs/heads/main ]; then sleep ${sleepS}; fi\ndone\nexit 0\n`;
 
 describe('STOP storm', () => {
-  it('36 STOPs during runs, merges and deploys: 0 survivors, all terminal, cancels complete, merges truthful', async () => {
+  it('50 concurrent STOPs, then STOPs during runs, merges and deploys: 0 survivors, all terminal, cancels complete, merges truthful', async () => {
     const t0 = Date.now();
     const ctl = await agentControl();
     orch = await startOrch({
@@ -100,14 +101,18 @@ describe('STOP storm', () => {
         WHERE j.stage = 'implementation' AND j.status = 'running' AND a.pid IS NOT NULL AND j.task_id = ANY(${treeIds})`.execute(s.db);
       return r.rows[0]!.n >= Math.min(8, TREE_TASKS);
     }, 30_000, 'tree agents running');
+    const tTrees = Date.now() - t0;
 
     const requested = new Map<number, string>();
     const stop = async (id: number) => {
       const r = await requestCancel(s, id, 'storm');
       if (!requested.has(id) || r.status === 'requested') requested.set(id, r.status);
     };
-    // burst 1: every tree task at once, plus duplicate STOPs of a few
-    await Promise.all([...treeIds, ...treeIds.slice(0, 4)].map(stop));
+    // burst 1: every tree task twice, all at once (running agents with trees, and queued jobs)
+    const burst1 = [...treeIds, ...treeIds];
+    const tBurst = Date.now();
+    await Promise.all(burst1.map(stop));
+    const burstMs = Date.now() - tBurst;
     // Then each flow task is stopped when it reaches its target: a running analysis,
     // implementation or review job, the merge push or the deploy command (critical windows), or
     // after it is done. Tasks reaching their target together are stopped in one concurrent burst.
@@ -138,7 +143,8 @@ describe('STOP storm', () => {
       await Promise.all([...burst, ...burst].map(stop)); // each STOP twice, concurrently
       await sleep(40);
     }
-    const totalStops = TREE_TASKS + 4 + FLOW_TASKS * 2;
+    const totalStops = burst1.length + FLOW_TASKS * 2;
+    const tFlow = Date.now() - t0;
 
     // Every task terminal.
     await waitFor(async () => {
@@ -207,9 +213,9 @@ describe('STOP storm', () => {
       SELECT count(DISTINCT t.id)::int AS n FROM tasks t JOIN jobs j ON j.task_id = t.id
       WHERE t.stage = 'cancelled' AND j.stage IN ('merge','deploy') AND j.status = 'done'`.execute(s.db);
     console.log(
-      `stop storm: ${all.length} tasks, ${totalStops} STOP calls, ${tasks.filter((t) => t.stage === 'cancelled').length} cancelled, ` +
+      `stop storm: ${all.length} tasks, ${totalStops} STOP calls (${burst1.length} concurrent in ${burstMs} ms), ${tasks.filter((t) => t.stage === 'cancelled').length} cancelled, ` +
         `${tasks.filter((t) => t.stage === 'done').length} done, ${merged} merged (${cancelledAfterMerge} cancelled after their merge), ` +
-        `${deferred.rows[0]!.n} cancels completed after a critical step, STOPs landed in ${JSON.stringify(landed)}, ${Date.now() - t0} ms`,
+        `${deferred.rows[0]!.n} cancels completed after a critical step, STOPs landed in ${JSON.stringify(landed)}, ${Date.now() - t0} ms (trees running at ${tTrees} ms, last flow STOP at ${tFlow} ms)`,
     );
-  }, 90_000);
+  }, 150_000);
 });
