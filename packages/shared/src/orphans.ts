@@ -9,19 +9,13 @@
  * deployment on the same machine, is never touched. The leader (often an `sh -c`) may be gone
  * while children that ignored SIGTERM live on in its group, so every member is looked at.
  */
-import fs from 'node:fs/promises';
 import type { DbOrTx } from './db/client.ts';
 import { agentPidsOfFinishedJobs } from './db/queries/reaper.ts';
 import { killGroup } from './process-group.ts';
+import { liveProcesses, processEnvVar } from './procfs.ts';
 
-export async function processJobId(pid: number): Promise<string | null> {
-  try {
-    const env = await fs.readFile(`/proc/${pid}/environ`, 'utf8');
-    const hit = env.split('\0').find((kv) => kv.startsWith('ORCH_JOB_ID='));
-    return hit ? hit.slice('ORCH_JOB_ID='.length) : null;
-  } catch {
-    return null;
-  }
+function processJobId(pid: number): string | null {
+  return processEnvVar(pid, 'ORCH_JOB_ID');
 }
 
 interface AgentProcess {
@@ -32,23 +26,18 @@ interface AgentProcess {
 }
 
 /** Live (non-zombie) processes of this host whose environment carries ORCH_JOB_ID. */
-async function agentProcessesOnThisHost(): Promise<AgentProcess[]> {
+function agentProcessesOnThisHost(): AgentProcess[] {
   const out: AgentProcess[] = [];
-  for (const name of await fs.readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
-    if (stat === null) continue;
-    const [state, , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (state === 'Z' || state === 'X') continue;
-    const jobId = await processJobId(Number(name));
+  for (const p of liveProcesses()) {
+    const jobId = processJobId(p.pid);
     if (jobId === null || !/^\d+$/.test(jobId)) continue;
-    out.push({ pid: Number(name), pgrp: Number(pgrp), session: Number(session), jobId: Number(jobId) });
+    out.push({ pid: p.pid, pgrp: p.pgrp, session: p.session, jobId: Number(jobId) });
   }
   return out;
 }
 
 export async function killOrphanAgents(db: DbOrTx, host: string): Promise<number> {
-  const procs = await agentProcessesOnThisHost();
+  const procs = agentProcessesOnThisHost();
   if (procs.length === 0) return 0;
   const rows = await agentPidsOfFinishedJobs(db, host, [...new Set(procs.map((p) => p.jobId))]);
   let killed = 0;

@@ -4,8 +4,8 @@
  * to the group — and when the leader exits on its own the group is swept with SIGKILL too, so
  * no child or grandchild (shells, test runners, language servers) outlives its step.
  */
-import fs from 'node:fs/promises';
 import { execa } from 'execa';
+import { liveProcesses } from './procfs.ts';
 
 export interface ProcessSpec {
   file: string;
@@ -59,17 +59,9 @@ export function groupAlive(pid: number): boolean {
  * SIGTERM while they ignore it — so orphan sweeps must look at the members, not the leader pid.
  */
 export async function groupMembers(leader: number): Promise<number[]> {
-  const out: number[] = [];
-  const names = await fs.readdir('/proc').catch(() => [] as string[]);
-  for (const name of names) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
-    if (stat === null) continue;
-    const [state, , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (state === 'Z' || state === 'X') continue;
-    if (Number(pgrp) === leader || Number(session) === leader) out.push(Number(name));
-  }
-  return out;
+  return liveProcesses()
+    .filter((p) => p.pgrp === leader || p.session === leader)
+    .map((p) => p.pid);
 }
 
 export function processAlive(pid: number): boolean {
