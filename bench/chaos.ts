@@ -546,7 +546,8 @@ async function main(): Promise<boolean> {
     'Processes:',
     ...reconnect.map((l) => `- ${l}`),
     '',
-    `Logs: ${logs}`,
+    // a failed run keeps its database and logs: they are what the next person needs
+    process.env.BENCH_KEEP || misses.length ? `Logs: ${logs} (kept)` : 'Logs: removed at exit (BENCH_KEEP=1 keeps them and the database)',
     '',
     misses.length ? `chaos: FAIL (${misses.map(([figure]) => figure).join('; ')})` : 'chaos: PASS (every expectation met)',
     '',
@@ -555,7 +556,7 @@ async function main(): Promise<boolean> {
   await fsp.mkdir(path.join(ROOT, 'bench', 'results'), { recursive: true });
   await fsp.writeFile(path.join(ROOT, 'bench', 'results', 'chaos.md'), out + '\nTimeline:\n' + notes.map((n) => `    ${n}`).join('\n') + '\n');
   await h.close();
-  if (!process.env.BENCH_KEEP) {
+  if (!process.env.BENCH_KEEP && misses.length === 0) {
     await database.drop();
     await fsp.rm(dir, { recursive: true, force: true });
   }
