@@ -48,15 +48,25 @@ describe('separate processes', () => {
   });
 });
 
+/** An empty (unmigrated) database for one test, dropped afterwards. */
+async function withEmptyDatabase(prefix: string, fn: (url: string) => Promise<void>): Promise<void> {
+  const admin = inject('pgAdminUrl');
+  const name = `${prefix}_${process.pid}_${Date.now()}`;
+  const c = new pg.Client({ connectionString: admin });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${name}`);
+  try {
+    await fn(withDatabase(admin, name));
+  } finally {
+    await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
+    await c.query(`DROP DATABASE IF EXISTS ${name}`);
+    await c.end();
+  }
+}
+
 describe('migrations', () => {
   it('orch migrate is idempotent; /readyz is 503 while migrations are pending', async () => {
-    const admin = inject('pgAdminUrl');
-    const name = `orch_empty_${process.pid}_${Date.now()}`;
-    const c = new pg.Client({ connectionString: admin });
-    await c.connect();
-    await c.query(`CREATE DATABASE ${name}`);
-    const url = withDatabase(admin, name);
-    try {
+    await withEmptyDatabase('orch_empty', async (url) => {
       const h = createDb(url, { max: 2 });
       const { silentLogger } = await import('@orch/shared/logger');
       const { loadConfig } = await import('@orch/shared/config');
@@ -74,48 +84,38 @@ describe('migrations', () => {
       expect(second.stdout).toContain('schema is current');
       expect((await app.request('/readyz')).status).toBe(200);
       await h.close();
-    } finally {
-      await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
-      await c.query(`DROP DATABASE IF EXISTS ${name}`);
-      await c.end();
-    }
+    });
   });
 
   it("every migration's down undoes its up: latest → step by step to none → latest again", async () => {
-    const admin = inject('pgAdminUrl');
-    const name = `orch_down_${process.pid}_${Date.now()}`;
-    const c = new pg.Client({ connectionString: admin });
-    await c.connect();
-    await c.query(`CREATE DATABASE ${name}`);
-    const h = createDb(withDatabase(admin, name), { max: 2 });
-    const objects = async () =>
-      (
-        await h.pool.query<{ name: string }>(
-          `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'i') AND c.relname NOT LIKE 'kysely_%' ORDER BY 1`,
-        )
-      ).rows.map((r) => r.name);
-    try {
-      const { createMigrator, migrateToLatest } = await import('@orch/shared/db/migrate');
-      const { migrations } = await import('@orch/migrations');
-      expect((await migrateToLatest(h.db)).error).toBeNull();
-      const full = await objects();
-      expect(full).toEqual(expect.arrayContaining(['jobs', 'tasks', 'v_running_jobs', 'artefacts_job']));
-      const migrator = createMigrator(h.db);
-      for (let left = Object.keys(migrations).length; left > 0; left--) {
-        const r = await migrator.migrateDown();
-        expect(r.error, String(r.error)).toBeUndefined();
-        expect(r.results?.[0]?.status).toBe('Success');
+    await withEmptyDatabase('orch_down', async (url) => {
+      const h = createDb(url, { max: 2 });
+      const objects = async () =>
+        (
+          await h.pool.query<{ name: string }>(
+            `SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'i') AND c.relname NOT LIKE 'kysely_%' ORDER BY 1`,
+          )
+        ).rows.map((r) => r.name);
+      try {
+        const { createMigrator, migrateToLatest } = await import('@orch/shared/db/migrate');
+        const { migrations } = await import('@orch/migrations');
+        expect((await migrateToLatest(h.db)).error).toBeNull();
+        const full = await objects();
+        expect(full).toEqual(expect.arrayContaining(['jobs', 'tasks', 'v_running_jobs', 'artefacts_job']));
+        const migrator = createMigrator(h.db);
+        for (let left = Object.keys(migrations).length; left > 0; left--) {
+          const r = await migrator.migrateDown();
+          expect(r.error, String(r.error)).toBeUndefined();
+          expect(r.results?.[0]?.status).toBe('Success');
+        }
+        expect(await objects()).toEqual([]);
+        expect((await migrateToLatest(h.db)).applied).toEqual(Object.keys(migrations));
+        expect(await objects()).toEqual(full);
+      } finally {
+        await h.close();
       }
-      expect(await objects()).toEqual([]);
-      expect((await migrateToLatest(h.db)).applied).toEqual(Object.keys(migrations));
-      expect(await objects()).toEqual(full);
-    } finally {
-      await h.close();
-      await c.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, [name]);
-      await c.query(`DROP DATABASE IF EXISTS ${name}`);
-      await c.end();
-    }
+    });
   });
 
   it('a command against an unreachable database exits non-zero with a hint', async () => {
