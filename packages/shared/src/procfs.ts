@@ -3,7 +3,8 @@
  * purpose: /proc files live in memory and never wait on a disk, and an async read goes through
  * libuv's thread pool four times per file (open, stat, read, close). Measured on 81 processes: a
  * scan of stat and environ took 50 ms async against 1.45 ms sync, and the async one grew the
- * process's RSS by 30 MB of allocator churn where the sync one grew it by 14 and stayed there.
+ * process's RSS by 32 MB of allocator churn in 1,500 scans where the sync one grew it by 15, flat
+ * after the first 300.
  * The reaper scans every tick and each worker every 10 s, so this is the cheap way.
  */
 import fs from 'node:fs';
