@@ -75,10 +75,10 @@ describe('STOP of a running agent', () => {
     expect(run.exit_code).not.toBeNull(); // the exit was recorded
     expect(await exists(wt)).toBe(false);
     expect(await branchesOf(orch.repo)).toEqual(['main']);
-    const kinds = (await eventsOf(orch, t.id)).map((e) => e.kind);
+    const events = await eventsOf(orch, t.id);
+    const kinds = events.map((e) => e.kind);
     expect(kinds).toEqual(expect.arrayContaining(['cancel_requested', 'job_cancelled', 'cancelled']));
-    expect((await eventsOf(orch, t.id)).filter((e) => e.kind === 'cancel_error').map((e) => e.reason)).toEqual([]);
-    expect(kinds).not.toContain('cancel_error');
+    expect(events.filter((e) => e.kind === 'cancel_error').map((e) => e.reason)).toEqual([]);
 
     // nothing comes back: no requeue, no stage after cancelled
     await sleep(800);
@@ -188,10 +188,10 @@ describe('STOP between steps', () => {
     await stopAndTimeDeath(orch, t.id, pid);
     await waitStage(orch, t.id, 'cancelled');
     await expectNoLiveJob(orch, t.id);
-    const kinds = (await eventsOf(orch, t.id)).map((e) => e.kind);
+    const events = await eventsOf(orch, t.id);
+    const kinds = events.map((e) => e.kind);
     expect(kinds).toContain('cancelled');
-    expect((await eventsOf(orch, t.id)).filter((e) => e.kind === 'cancel_error').map((e) => e.reason)).toEqual([]);
-    expect(kinds).not.toContain('cancel_error');
+    expect(events.filter((e) => e.kind === 'cancel_error').map((e) => e.reason)).toEqual([]);
     expect(kinds).not.toContain('branch_delete_refused');
     expect(await branchesOf(orch.repo)).toEqual(['main']);
   });

@@ -11,6 +11,7 @@ import { listEvents } from '@orch/shared/db/queries/events';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import type { Task } from '@orch/shared/db/types';
+import { groupMembers } from '@orch/shared/process-group';
 import { ROOT, tempDir, waitFor, type Orch } from './harness.ts';
 import { planeStateChangeBody, signPlaneBody } from './plane-webhook.ts';
 
@@ -27,27 +28,8 @@ export async function agentControl(): Promise<{ ctrl: string; env: Record<string
   };
 }
 
-/**
- * Live (non-zombie) processes whose process group or session is `leader` — the agent's whole
- * tree, since the worker starts it as the leader of its own session/group.
- */
-export async function groupMembers(leader: number): Promise<number[]> {
-  const out: number[] = [];
-  for (const name of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = await fs.readFile(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const [state, , pgrp, session] = rest;
-    if (state === 'Z' || state === 'X') continue;
-    if (Number(pgrp) === leader || Number(session) === leader) out.push(Number(name));
-  }
-  return out;
-}
+/** Live members of the agent's group or session (the worker starts it as their leader). */
+export { groupMembers };
 
 /** A process exists and is not a zombie (a zombie is dead; only its parent has not reaped it yet). */
 export async function liveProcess(pid: number): Promise<boolean> {

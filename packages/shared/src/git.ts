@@ -63,7 +63,8 @@ export interface ProjectRepo {
  * repository, and never fight over its config lock (a plain `git init` on a shared path does).
  */
 export async function createBareRepo(dir: string, setup?: (staging: string) => Promise<void>): Promise<void> {
-  if (await fs.access(path.join(dir, 'config')).then(() => true, () => false)) return;
+  const inPlace = () => fs.access(path.join(dir, 'config')).then(() => true, () => false);
+  if (await inPlace()) return;
   await fs.mkdir(path.dirname(dir), { recursive: true });
   const staging = await fs.mkdtemp(`${dir}.new-`);
   try {
@@ -73,7 +74,7 @@ export async function createBareRepo(dir: string, setup?: (staging: string) => P
   } catch (err) {
     await fs.rm(staging, { recursive: true, force: true });
     // lost the race to another process: its repository is in place
-    if (!(await fs.access(path.join(dir, 'config')).then(() => true, () => false))) throw err;
+    if (!(await inPlace())) throw err;
   }
 }
 
