@@ -26,9 +26,9 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createDb } from '../packages/shared/src/db/client.ts';
-import { git } from '../packages/shared/src/git.ts';
+import { git } from '../packages/shared/src/host/git.ts';
 import { addProject } from '../packages/shared/src/pipeline/projects.ts';
-import { taskIdsWithFiles } from '../packages/shared/src/task-files.ts';
+import { taskIdsWithFiles } from '../packages/shared/src/host/task-files.ts';
 import { CLI, NODE_FLAGS, ROOT, bareRepo, createBenchDatabase, fmt, percentile, remoteBranches, sleep, table } from './support.ts';
 
 // ---------------------------------------------------------------------------------------------

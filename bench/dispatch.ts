@@ -8,7 +8,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createTask } from '../packages/shared/src/pipeline/tasks.ts';
-import { prepareWorktree, syncMirror, worktreePath } from '../packages/shared/src/git.ts';
+import { prepareWorktree, syncMirror, worktreePath } from '../packages/shared/src/host/git.ts';
 import { claimNextJob } from '../packages/shared/src/db/queries/jobs.ts';
 import { getTask } from '../packages/shared/src/db/queries/tasks.ts';
 import { getProject } from '../packages/shared/src/db/queries/projects.ts';

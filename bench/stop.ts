@@ -11,7 +11,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { requestCancel } from '../packages/shared/src/cancel.ts';
 import { createTask } from '../packages/shared/src/pipeline/tasks.ts';
-import { git } from '../packages/shared/src/git.ts';
+import { git } from '../packages/shared/src/host/git.ts';
 import { LATENCY_HEADER, latencyRow, nowMs, remoteBranches, sleep, startBenchOrch, waitFor, type Section } from './support.ts';
 
 const AGENT = 'if [ "$ORCH_STAGE" = analysis ]; then echo plan > "$ORCH_ARTEFACT_DIR/analysis.md"; exit 0; fi; sleep 300 & sleep 300 & wait';

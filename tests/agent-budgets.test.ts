@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAgent } from '@orch/shared/agents/index';
-import { ConfigError, loadConfig } from '@orch/shared/config';
+import { ConfigError, loadConfig } from '@orch/shared/runtime/config';
 import { getJobRun } from '@orch/shared/db/queries/agent-runs';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';

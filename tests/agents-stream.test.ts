@@ -15,8 +15,8 @@ import { createCodexAdapter, createCodexStreamParser } from '@orch/shared/agents
 import { createLineSplitter } from '@orch/shared/agents/line-splitter';
 import { createAgent } from '@orch/shared/agents/index';
 import type { AgentContext, AgentUsage, UsageParser } from '@orch/shared/agents/types';
-import type { Config } from '@orch/shared/config';
-import { startGroupProcess } from '@orch/shared/process-group';
+import type { Config } from '@orch/shared/runtime/config';
+import { startGroupProcess } from '@orch/shared/host/process-group';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const BIN = path.join(FIXTURES, 'bin');

@@ -2,7 +2,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
-import { loadConfig } from '@orch/shared/config';
+import { loadConfig } from '@orch/shared/runtime/config';
 import { startOrch, type Orch } from './support/harness.ts';
 
 let orch: Orch;

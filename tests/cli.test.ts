@@ -4,7 +4,7 @@
  * `--follow`, of a running one until it is done.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { commands } from '@orch/cli/commands';
+import { commands } from '@orch/cli/commands/index';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { startOrch, waitFor, type Orch } from './support/harness.ts';

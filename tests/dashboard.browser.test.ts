@@ -13,7 +13,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
 import { serveApp, type Served } from '@orch/api/serve';
-import { loadConfig } from '@orch/shared/config';
+import { loadConfig } from '@orch/shared/runtime/config';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { startOrch, waitFor, type Orch } from './support/harness.ts';

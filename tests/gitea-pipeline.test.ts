@@ -11,7 +11,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { listEvents } from '@orch/shared/db/queries/events';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
-import { git } from '@orch/shared/git';
+import { git } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { startFakeGitea, type FakeGitea } from './fakes/fake-gitea.ts';
 import { branchesOf, startOrch, tempDir, waitFor, type Orch } from './support/harness.ts';

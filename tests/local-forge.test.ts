@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createLocalForge } from '@orch/shared/forge/local';
-import { createBareRepo, git } from '@orch/shared/git';
+import { createBareRepo, git } from '@orch/shared/host/git';
 import { bareRepo, branchesOf, tempDir } from './support/harness.ts';
 
 const dirs: string[] = [];

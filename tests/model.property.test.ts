@@ -24,12 +24,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { completeCancel, requestCancel } from '@orch/shared/cancel';
 import { recordAgentExit, startAgentRun } from '@orch/shared/db/queries/agent-runs';
 import { insertArtefact } from '@orch/shared/db/queries/artefacts';
-import { CLAIM_LOCK_KEY, claimNextJob, heartbeatJobs } from '@orch/shared/db/queries/jobs';
+import { CLAIM_LOCK_KEY } from '@orch/shared/db/queries/advisory-locks';
+import { claimNextJob, heartbeatJobs } from '@orch/shared/db/queries/jobs';
 import { heartbeatWorker, markWorkerStopped, registerWorker } from '@orch/shared/db/queries/workers';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { getTask } from '@orch/shared/db/queries/tasks';
-import { git } from '@orch/shared/git';
+import { git } from '@orch/shared/host/git';
 import { startOrch, type Orch } from './support/harness.ts';
 
 const FLEET_CAP = 3;

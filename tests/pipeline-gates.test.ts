@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { createTask, retryTask } from '@orch/shared/pipeline/tasks';
-import { git } from '@orch/shared/git';
+import { git } from '@orch/shared/host/git';
 import { branchesOf, filesOnBranch, startOrch, waitFor, type Orch } from './support/harness.ts';
 import { agentCmd } from './support/agents.ts';
 

@@ -2,9 +2,9 @@ import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
-import { worktreePath } from '@orch/shared/git';
+import { worktreePath } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { taskRunsDir } from '@orch/shared/task-files';
+import { taskRunsDir } from '@orch/shared/host/task-files';
 import { branchesOf, filesOnBranch, startOrch, waitFor, type Orch } from './support/harness.ts';
 
 describe('pipeline, in-process worker and reaper', () => {

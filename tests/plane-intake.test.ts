@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
-import type { Logger } from '@orch/shared/logger';
+import type { Logger } from '@orch/shared/runtime/logger';
 import { insertOutbox } from '@orch/shared/db/queries/outbox';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getLiveTaskByIssue, getTask } from '@orch/shared/db/queries/tasks';

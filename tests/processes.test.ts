@@ -68,8 +68,8 @@ describe('migrations', () => {
   it('orch migrate is idempotent; /readyz is 503 while migrations are pending', async () => {
     await withEmptyDatabase('orch_empty', async (url) => {
       const h = createDb(url, { max: 2 });
-      const { silentLogger } = await import('@orch/shared/logger');
-      const { loadConfig } = await import('@orch/shared/config');
+      const { silentLogger } = await import('@orch/shared/runtime/logger');
+      const { loadConfig } = await import('@orch/shared/runtime/config');
       const app = createApp({ db: h.db, boss: null as never, config: loadConfig({}), log: silentLogger });
       const notReady = await app.request('/readyz');
       expect(notReady.status).toBe(503);

@@ -17,14 +17,15 @@ import { createApp } from '@orch/api/app';
 import { recordAgentExit, startAgentRun } from '@orch/shared/db/queries/agent-runs';
 import { insertArtefact } from '@orch/shared/db/queries/artefacts';
 import { claimNextJob, flipRunningJob, getJob, listTaskJobs } from '@orch/shared/db/queries/jobs';
-import { recordLease, tryMergeLock } from '@orch/shared/db/queries/merge-leases';
+import { tryMergeLock } from '@orch/shared/db/queries/advisory-locks';
+import { recordLease } from '@orch/shared/db/queries/merge-leases';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { heartbeatWorker, registerWorker } from '@orch/shared/db/queries/workers';
 import type { Job, Task } from '@orch/shared/db/types';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { groupMembers, killGroup, processAlive } from '@orch/shared/process-group';
-import { killOrphanAgents } from '@orch/shared/orphans';
+import { groupMembers, killGroup, processAlive } from '@orch/shared/host/process-group';
+import { killOrphanAgents } from '@orch/shared/host/orphans';
 import type { Reaper, TickReport } from '@orch/reaper/reaper';
 import { bareRepo, startOrch, waitFor, type Orch } from './support/harness.ts';
 

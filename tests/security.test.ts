@@ -13,12 +13,12 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
-import { loadConfig } from '@orch/shared/config';
+import { loadConfig } from '@orch/shared/runtime/config';
 import { createCommandAdapter } from '@orch/shared/agents/index';
 import { insertOutbox } from '@orch/shared/db/queries/outbox';
-import { createLogger, type Logger } from '@orch/shared/logger';
+import { createLogger, type Logger } from '@orch/shared/runtime/logger';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { openRuntime } from '@orch/shared/runtime';
+import { openRuntime } from '@orch/shared/runtime/process-runtime';
 import { createOutboxDeliverer } from '@orch/shared/tracker/outbox-deliverer';
 import { createPlaneTracker } from '@orch/shared/tracker/plane';
 import { createWorker } from '@orch/worker/worker';
@@ -183,8 +183,8 @@ describe('authentication', () => {
 
   it('the Plane webhook answers 503 when Plane is configured without PLANE_WEBHOOK_SECRET, and writes nothing', async () => {
     orch = await startOrch({ env: { PLANE_BASE_URL: 'http://plane.invalid', PLANE_API_KEY: SECRETS.PLANE_API_KEY, PLANE_WORKSPACE_SLUG: 'w' } });
-    expect(orch.config.plane).not.toBeNull();
-    expect(orch.config.planeWebhookSecret).toBeUndefined();
+    expect(orch.config.plane.api).not.toBeNull();
+    expect(orch.config.plane.webhookSecret).toBeUndefined();
     const s = orch.rt.svc;
     const app = createApp({ db: s.db, boss: s.boss, config: orch.config, log: s.log });
     const body = '{"event":"issue","action":"updated","data":{"id":"x"}}';

@@ -6,8 +6,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { completeCancel, requestCancel } from '@orch/shared/cancel';
 import { listArtefacts } from '@orch/shared/db/queries/artefacts';
-import { getLiveTaskByIssue, leaveCriticalWindow, updateTask } from '@orch/shared/db/queries/tasks';
-import { OrchError } from '@orch/shared/errors';
+import { enterCriticalWindow, getLiveTaskByIssue, leaveCriticalWindow } from '@orch/shared/db/queries/tasks';
+import { OrchError } from '@orch/shared/runtime/errors';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { startOrch, type Orch } from './support/harness.ts';
 import {
@@ -81,7 +81,7 @@ describe('STOP of a task without a running job', () => {
     const svc = orch.rt.svc;
     const api = apiOf(orch);
     const t = await createTask(svc, { project: 'p', title: 'critical' }, 'test');
-    await updateTask(svc.db, t.id, { critical_started_at: new Date() });
+    expect(await enterCriticalWindow(svc.db, t.id)).toBe(true);
     expect((await requestCancel(svc, t.id, 'test')).status).toBe('requested');
 
     expect(await completeCancel(svc, t.id, 'test')).toBe('deferred');

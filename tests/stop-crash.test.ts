@@ -6,9 +6,9 @@
 import fs from 'node:fs/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { requestCancel } from '@orch/shared/cancel';
-import { worktreePath } from '@orch/shared/git';
+import { worktreePath } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { killGroup } from '@orch/shared/process-group';
+import { killGroup } from '@orch/shared/host/process-group';
 import { branchesOf, startOrch, waitFor, type Orch } from './support/harness.ts';
 import { agentControl, eventsOf, groupMembers, jobsOf, liveProcess, sleep, taskRow, waitRunningAgent, waitStage } from './support/stop-helpers.ts';
 

@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { completeCancel, requestCancel } from '@orch/shared/cancel';
-import { git } from '@orch/shared/git';
+import { git } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { branchesOf, startOrch, tempDir, waitFor, type Orch } from './support/harness.ts';
 import { startFakeGitea, type FakeGitea } from './fakes/fake-gitea.ts';

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requestCancel } from '@orch/shared/cancel';
-import { git } from '@orch/shared/git';
+import { git } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { bareRepo, branchesOf, startOrch, waitFor, type Orch } from './support/harness.ts';
 import { agentControl, sleep } from './support/stop-helpers.ts';

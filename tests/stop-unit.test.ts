@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { planCancel, type CancelState } from '@orch/shared/cancel';
-import { startGroupProcess } from '@orch/shared/process-group';
+import { startGroupProcess } from '@orch/shared/host/process-group';
 import { isTombstoned, originalIssueId, tombstoneIssueId } from '@orch/shared/stages';
 import { groupMembers } from './support/stop-helpers.ts';
 

@@ -7,8 +7,8 @@
 import fs from 'node:fs/promises';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { requestCancel } from '@orch/shared/cancel';
-import { worktreePath } from '@orch/shared/git';
-import { git } from '@orch/shared/git';
+import { worktreePath } from '@orch/shared/host/git';
+import { git } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { branchesOf, startOrch, waitFor, type Orch } from './support/harness.ts';
 import { agentControl, eventsOf, groupMembers, jobsOf, liveProcess, runsOf, sleep, taskRow, waitRunningAgent, waitStage } from './support/stop-helpers.ts';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, childBaseEnv, loadConfig } from '@orch/shared/config';
+import { ConfigError, childBaseEnv, loadConfig } from '@orch/shared/runtime/config';
 import {
   STAGE_TRANSITIONS,
   branchName,
@@ -67,14 +67,14 @@ describe('decideAfterGate', () => {
     backoffBaseS: 10,
   };
   const cases: Array<[string, Partial<AfterGateInput>, ReturnType<typeof decideAfterGate>]> = [
-    ['pass advances', {}, { job: 'done', reason: null, then: { kind: 'advance', to: 'implementation' } }],
-    ['merge pass → done without deploy', { stage: 'merge' }, { job: 'done', reason: null, then: { kind: 'advance', to: 'done' } }],
-    ['merge pass → deploy with deploy', { stage: 'merge', hasDeployCommand: true }, { job: 'done', reason: null, then: { kind: 'advance', to: 'deploy' } }],
+    ['pass advances', {}, { job: 'done', reason: null, then: { kind: 'advance', to: 'implementation', reason: 'gate_passed' } }],
+    ['merge pass → done without deploy', { stage: 'merge' }, { job: 'done', reason: null, then: { kind: 'advance', to: 'done', reason: 'merged' } }],
+    ['merge pass → deploy with deploy', { stage: 'merge', hasDeployCommand: true }, { job: 'done', reason: null, then: { kind: 'advance', to: 'deploy', reason: 'merged' } }],
     ['fail retries with backoff', { verdict: { verdict: 'fail', reason: 'x' } }, { job: 'failed', reason: 'x', then: { kind: 'retry', attempt: 2, delayS: 10 } }],
     ['fail on the last attempt blocks', { attempt: 3, verdict: { verdict: 'fail', reason: 'x' } }, { job: 'failed', reason: 'x', then: { kind: 'block', reason: 'attempts_exhausted: x' } }],
-    ['review REQUEST_CHANGES sends back, job done', { stage: 'review', verdict: { verdict: 'send_back', reason: 'changes_requested' } }, { job: 'done', reason: 'changes_requested', then: { kind: 'send_back', to: 'implementation', reviewRounds: 1 } }],
+    ['review REQUEST_CHANGES sends back, job done', { stage: 'review', verdict: { verdict: 'send_back', reason: 'changes_requested' } }, { job: 'done', reason: 'changes_requested', then: { kind: 'send_back', to: 'implementation', reviewRounds: 1, reason: 'changes_requested' } }],
     ['one send-back too many blocks', { stage: 'review', reviewRounds: 3, verdict: { verdict: 'send_back', reason: 'changes_requested' } }, { job: 'done', reason: 'changes_requested', then: { kind: 'block', reason: 'review_rounds_exhausted' } }],
-    ['merge conflict sends back, job failed', { stage: 'merge', verdict: { verdict: 'send_back', reason: 'merge_conflict' } }, { job: 'failed', reason: 'merge_conflict', then: { kind: 'send_back', to: 'implementation', reviewRounds: 1 } }],
+    ['merge conflict sends back, job failed', { stage: 'merge', verdict: { verdict: 'send_back', reason: 'merge_conflict' } }, { job: 'failed', reason: 'merge_conflict', then: { kind: 'send_back', to: 'implementation', reviewRounds: 1, reason: 'merge_conflict' } }],
     ['terminal task: nothing follows', { taskTerminal: true, verdict: { verdict: 'fail', reason: 'x' } }, { job: 'failed', reason: 'x', then: { kind: 'none' } }],
     ['cancel requested: job cancelled, never requeued', { cancelRequested: true, verdict: { verdict: 'fail', reason: 'x' } }, { job: 'cancelled', reason: 'cancel_requested', then: { kind: 'none' } }],
     ['cancel in critical window: true outcome kept', { stage: 'merge', cancelRequested: true, criticalStepRan: true }, { job: 'done', reason: null, then: { kind: 'none' } }],

@@ -11,7 +11,7 @@ import { listEvents } from '@orch/shared/db/queries/events';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import type { Task } from '@orch/shared/db/types';
-import { groupMembers } from '@orch/shared/process-group';
+import { groupMembers } from '@orch/shared/host/process-group';
 import { ROOT, tempDir, waitFor, type Orch } from './harness.ts';
 import { planeStateChangeBody, signPlaneBody } from './plane-webhook.ts';
 

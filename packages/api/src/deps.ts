@@ -1,6 +1,6 @@
-import type { Config } from '@orch/shared/config';
+import type { Config } from '@orch/shared/runtime/config';
 import type { Db } from '@orch/shared/db/client';
-import type { Logger } from '@orch/shared/logger';
+import type { Logger } from '@orch/shared/runtime/logger';
 import type { Boss } from '@orch/shared/queue';
 import type { PlaneTracker } from '@orch/shared/tracker/plane';
 

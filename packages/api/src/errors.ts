@@ -1,8 +1,8 @@
 /** Every error is JSON `{ "error": { "code", "message" } }`; bad input is a 4xx, never a 5xx. */
 import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
-import { OrchError } from '@orch/shared/errors';
-import type { Logger } from '@orch/shared/logger';
+import { OrchError } from '@orch/shared/runtime/errors';
+import type { Logger } from '@orch/shared/runtime/logger';
 
 export function errorBody(code: string, message: string) {
   return { error: { code, message } };
@@ -16,7 +16,7 @@ export function onError(log: Logger) {
       return c.json(errorBody(code, err.message || code), err.status);
     }
     if (err instanceof SyntaxError) return c.json(errorBody('invalid_request', 'malformed JSON body'), 400);
-    log.error({ err: err.message, stack: err.stack, path: c.req.path }, 'request failed');
+    log.error({ err, path: c.req.path }, 'request failed');
     return c.json(errorBody('internal', 'internal error'), 500);
   };
 }

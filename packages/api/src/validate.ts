@@ -1,7 +1,7 @@
 /** Parse a JSON body with a zod schema; any failure is a 400 with the first issue named. */
 import type { Context } from 'hono';
 import type { z } from 'zod';
-import { OrchError } from '@orch/shared/errors';
+import { OrchError } from '@orch/shared/runtime/errors';
 
 export async function jsonBody<T extends z.ZodType>(c: Context, schema: T): Promise<z.output<T>> {
   let raw: unknown;

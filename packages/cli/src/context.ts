@@ -1,10 +1,10 @@
 /** Shared by the commands: config, database URL resolution, friendly errors. */
 import pg from 'pg';
-import { ConfigError, loadConfig, type Config } from '@orch/shared/config';
-import { createDb } from '@orch/shared/db/client';
+import { ConfigError, loadConfig, type Config } from '@orch/shared/runtime/config';
+import { createDb, type Db } from '@orch/shared/db/client';
 import { pendingMigrations } from '@orch/shared/db/migrate';
-import { createLogger, type Logger } from '@orch/shared/logger';
-import { openRuntime, type Runtime } from '@orch/shared/runtime';
+import { createLogger, type Logger } from '@orch/shared/runtime/logger';
+import { openRuntime, type Runtime } from '@orch/shared/runtime/process-runtime';
 import { embeddedUrl } from './embedded-postgres.ts';
 
 export class CliError extends Error {
@@ -104,4 +104,28 @@ export async function serveUntilSignal(
   await stop();
   await rt.close();
   return 0;
+}
+
+/** A short-lived database handle for a command that only reads or writes rows. */
+export async function withDb<T>(fn: (db: Db) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const url = await databaseUrl(cfg);
+  await checkDatabase(url);
+  const h = createDb(url, { max: 2, applicationName: 'orch-cli' });
+  try {
+    return await fn(h.db);
+  } finally {
+    await h.close();
+  }
+}
+
+/** A full runtime (pg-boss too) for a command that enqueues. */
+export async function withRuntime<T>(fn: (rt: Runtime) => Promise<T>): Promise<T> {
+  const cfg = config();
+  const rt = await runtime(cfg, logger(cfg, 'orch-cli'), 'orch-cli');
+  try {
+    return await fn(rt);
+  } finally {
+    await rt.close();
+  }
 }

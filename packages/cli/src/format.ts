@@ -63,6 +63,16 @@ export function formatTask(t: Task, jobs: Job[], runs: AgentRun[], events: TaskE
   out += '\njobs:\n' + table([['JOB', 'STAGE', 'ATTEMPT', 'STATUS', 'REASON', 'STARTED', 'FINISHED'], ...jobs.map((j) => [String(j.id), j.stage, String(j.attempt), j.status, j.reason ?? '', j.started_at?.toISOString() ?? '-', j.finished_at?.toISOString() ?? '-'])]);
   if (runs.length)
     out += '\nruns:\n' + table([['JOB', 'AGENT', 'PID', 'EXIT', 'COST', 'TOKENS'], ...runs.map((r) => [String(r.job_id), r.agent, String(r.pid ?? '-'), String(r.exit_code ?? '-'), r.cost_usd ?? '-', `${r.tokens_in ?? '-'}/${r.tokens_out ?? '-'}`])]);
-  out += '\nevents:\n' + events.map((e) => `  ${e.created_at.toISOString()}  ${e.kind}${e.reason ? ` (${e.reason})` : ''}  by ${e.actor}\n`).join('');
+  out += '\nevents:\n' + events.map((e) => `  ${e.created_at.toISOString()}  ${eventText(e)}  by ${e.actor}\n`).join('');
   return out;
+}
+
+/**
+ * An event in words: a transition as `stage_changed analysis → implementation (gate_passed)`,
+ * anything else as its kind with its reason.
+ */
+export function eventText(e: Pick<TaskEvent, 'kind' | 'reason' | 'data'>): string {
+  const d = (e.data ?? {}) as { from?: unknown; to?: unknown };
+  const move = typeof d.from === 'string' && typeof d.to === 'string' ? ` ${d.from} → ${d.to}` : '';
+  return `${e.kind}${move}${e.reason ? ` (${e.reason})` : ''}`;
 }

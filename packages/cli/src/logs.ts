@@ -9,8 +9,9 @@ import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getLiveTaskByIssue, getTask } from '@orch/shared/db/queries/tasks';
 import type { Db } from '@orch/shared/db/client';
 import type { AgentRun, Job, Task, TaskEvent } from '@orch/shared/db/types';
-import { OrchError } from '@orch/shared/errors';
+import { OrchError } from '@orch/shared/runtime/errors';
 import { isTerminal } from '@orch/shared/stages';
+import { eventText } from './format.ts';
 
 export interface LogEntry {
   key: string;
@@ -26,7 +27,7 @@ export function logEntries(jobs: Job[], runs: AgentRun[], events: TaskEvent[]): 
   const out: LogEntry[] = events.map((e) => ({
     key: `e${e.id}`,
     at: e.created_at,
-    text: `${stamp(e.created_at)}  event  ${e.kind}${e.reason ? ` (${e.reason})` : ''}  by ${e.actor}${e.job_id ? `  job ${e.job_id}` : ''}`,
+    text: `${stamp(e.created_at)}  event  ${eventText(e)}  by ${e.actor}${e.job_id ? `  job ${e.job_id}` : ''}`,
   }));
   for (const r of runs) {
     const j = jobOf.get(r.job_id);

@@ -2,7 +2,7 @@
  * `orch` — one binary, subcommands. Process roles (api, worker, reaper, up) are thin shells:
  * parse config, build dependencies, start loops, handle SIGTERM.
  */
-import { commands, usage } from './commands.ts';
+import { commands, usage } from './commands/index.ts';
 
 const [name, ...rest] = process.argv.slice(2);
 

@@ -5,8 +5,8 @@
  * dedupe and idempotent intake). Without Plane configured there is nothing to do.
  */
 import { reconcilePlane } from '@orch/shared/intake/reconcile';
-import type { Logger } from '@orch/shared/logger';
-import type { Runtime } from '@orch/shared/runtime';
+import type { Logger } from '@orch/shared/runtime/logger';
+import type { Runtime } from '@orch/shared/runtime/process-runtime';
 import { createTracker } from '@orch/shared/tracker/index';
 import type { PlaneTracker } from '@orch/shared/tracker/plane';
 import { createOutboxDeliverer } from '@orch/shared/tracker/outbox-deliverer';
@@ -18,8 +18,8 @@ export interface TrackerLoops {
 
 export function startTrackerLoops(rt: Pick<Runtime, 'svc'>, log: Logger, tracker: PlaneTracker | null = createTracker(rt.svc.config)): TrackerLoops {
   const cfg = rt.svc.config;
-  if (!tracker || !cfg.plane) return { tracker: null, stop: async () => {} };
-  const deliverer = createOutboxDeliverer({ db: rt.svc.db, tracker, log: log.child({ loop: 'outbox' }), secrets: [cfg.plane.apiKey] });
+  if (!tracker || !cfg.plane.api) return { tracker: null, stop: async () => {} };
+  const deliverer = createOutboxDeliverer({ db: rt.svc.db, tracker, log: log.child({ loop: 'outbox' }), secrets: [cfg.plane.api.apiKey] });
   deliverer.start(cfg.tracker.outboxIntervalS);
 
   let stopped = false;
@@ -35,7 +35,7 @@ export function startTrackerLoops(rt: Pick<Runtime, 'svc'>, log: Logger, tracker
         .then((r) => {
           if (r.errors > 0 || Object.keys(r.outcomes).length > 0) reconcileLog.info(r, 'plane reconcile pass');
         })
-        .catch((err: unknown) => reconcileLog.error({ err: (err as Error).message }, 'plane reconcile pass failed'))
+        .catch((err: unknown) => reconcileLog.error({ err }, 'plane reconcile pass failed'))
         .finally(() => {
           pass = null;
           schedule(intervalS);

@@ -6,31 +6,22 @@
  */
 import pg from 'pg';
 import { completeCancel } from '@orch/shared/cancel';
-import { listLeases } from '@orch/shared/db/queries/merge-leases';
+import { tryLeaderLock } from '@orch/shared/db/queries/advisory-locks';
+import { runningJobFacts } from '@orch/shared/db/queries/jobs';
+import { listLeases, reclaimLease } from '@orch/shared/db/queries/merge-leases';
 import { getProject } from '@orch/shared/db/queries/projects';
-import {
-  branchesToSweep,
-  clearStreaks,
-  orphanedCriticalWindows,
-  reclaimLease,
-  runningJobFacts,
-  saveReaperState,
-  setStreak,
-  type ReaperCounters,
-} from '@orch/shared/db/queries/reaper';
-import { leaveCriticalWindow, pendingCancels, projectsWithSerialWaiters } from '@orch/shared/db/queries/tasks';
+import { clearStreaks, saveReaperState, setStreak, type ReaperCounters } from '@orch/shared/db/queries/reaper-state';
+import { branchesToSweep, leaveCriticalWindow, orphanedCriticalWindows, pendingCancels, projectsWithSerialWaiters } from '@orch/shared/db/queries/tasks';
 import { appendEvent } from '@orch/shared/db/queries/events';
-import type { Logger } from '@orch/shared/logger';
+import type { Logger } from '@orch/shared/runtime/logger';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import { promoteDependents, promoteSerial } from '@orch/shared/pipeline/apply';
 import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
-import { processAlive } from '@orch/shared/process-group';
+import { processAlive } from '@orch/shared/host/process-group';
 import { decideTier, leaseIsStale } from '@orch/shared/reaper/tiers';
-import type { Services } from '@orch/shared/services';
-import { killOrphanAgents } from '@orch/shared/orphans';
-import { sweepWorktrees } from '@orch/shared/janitor';
-
-export const REAPER_LOCK_KEY = 0x72656170; // 'reap'
+import type { Services } from '@orch/shared/runtime/services';
+import { killOrphanAgents } from '@orch/shared/host/orphans';
+import { sweepWorktrees } from '@orch/shared/host/janitor';
 
 export interface TickReport extends ReaperCounters {
   leader: boolean;
@@ -72,7 +63,7 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
     await c.connect();
     let ok = false;
     try {
-      ok = (await c.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [REAPER_LOCK_KEY])).rows[0]?.ok === true;
+      ok = await tryLeaderLock(c);
     } finally {
       // a follower (or a failed attempt) must not keep a connection per tick
       if (!ok) await c.end().catch(() => {});
@@ -91,7 +82,7 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
       } catch (err) {
         const msg = `${what}: ${(err as Error)?.message ?? String(err)}`;
         report.errors.push(msg);
-        log.error({ err: msg }, 'reaper unit failed');
+        log.error({ err, unit: what }, 'reaper unit failed');
       }
     };
 
@@ -216,7 +207,7 @@ export function createReaper(opts: { svc: Services; connectionString: string; lo
         const project = (await getProject(svc.db, t.project_id))!;
         const pr = t.pr_number !== null ? await svc.forgeFor(project).getPullRequest(t.pr_number) : null;
         const mergedSha = pr?.state === 'merged' ? pr.mergedSha : undefined;
-        await leaveCriticalWindow(svc.db, t.id, mergedSha ? { merged_sha: mergedSha } : {});
+        await leaveCriticalWindow(svc.db, t.id, mergedSha ? { mergedSha } : {});
         await appendEvent(svc.db, { taskId: t.id, kind: 'critical_window_closed', actor, reason: 'owner_gone', data: { merged_sha: mergedSha ?? null } });
       });
     }

@@ -16,15 +16,17 @@ import { appendEvent } from './db/queries/events.ts';
 import { cancelQueuedJobs, liveJobOfTask, lockLiveJobOfTask } from './db/queries/jobs.ts';
 import { getProject } from './db/queries/projects.ts';
 import { getLiveTaskByIssue, getTask, lockTask, markTaskCancelled, requestTaskCancel } from './db/queries/tasks.ts';
-import { getWorker } from './db/queries/workers.ts';
+import { workerAlive } from './db/queries/workers.ts';
 import type { Job, Task } from './db/types.ts';
-import { OrchError } from './errors.ts';
-import { removeTaskFiles } from './task-files.ts';
+import { OrchError } from './runtime/errors.ts';
+import { removeTaskFiles } from './host/task-files.ts';
+import { removeFeatureBranch } from './pipeline/branches.ts';
 import { abortJob } from './pipeline/finalize.ts';
 import { onTaskTerminal } from './pipeline/apply.ts';
 import { reportToTracker } from './pipeline/report.ts';
 import { CANCEL_CHANNEL } from './queue.ts';
-import type { Services } from './services.ts';
+import type { Services } from './runtime/services.ts';
+import { isTerminal } from './stages.ts';
 
 export type CancelRequestResult =
   | { status: 'requested'; task: Task }
@@ -47,12 +49,10 @@ export async function requestCancel(
   if (!svc.config.stop.enabled) throw new OrchError('stop_disabled', 'STOP is disabled (ORCH_STOP_STATUS_ENABLED=false)');
   const task = await findTask(svc, ref);
   if (!task) throw new OrchError('not_found', `unknown task: ${ref}`);
-  if (task.stage === 'cancelled') return { status: 'already_cancelled', task };
-  if (task.stage === 'done') return { status: 'already_done', task };
+  if (isTerminal(task.stage)) return terminalAnswer(task);
   return svc.db.transaction().execute(async (tx) => {
     const before = (await lockTask(tx, task.id))!;
-    if (before.stage === 'cancelled') return { status: 'already_cancelled', task: before } as const;
-    if (before.stage === 'done') return { status: 'already_done', task: before } as const;
+    if (isTerminal(before.stage)) return terminalAnswer(before);
     // A second STOP leaves the task exactly as it is (not even updated_at moves).
     if (before.cancel_requested_at) return { status: 'already_requested', task: before } as const;
     const after = (await requestTaskCancel(tx, task.id, reason))!;
@@ -60,6 +60,10 @@ export async function requestCancel(
     await sql`SELECT pg_notify(${CANCEL_CHANNEL}, ${String(task.id)})`.execute(tx);
     return { status: 'requested', task: after } as const;
   });
+}
+
+function terminalAnswer(task: Task): CancelRequestResult {
+  return task.stage === 'cancelled' ? { status: 'already_cancelled', task } : { status: 'already_done', task };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,7 +85,7 @@ export type CancelPlan =
   | { kind: 'complete'; flipRunning: boolean };
 
 export function planCancel(s: CancelState): CancelPlan {
-  if (s.task.stage === 'cancelled' || s.task.stage === 'done' || !s.task.cancel_requested_at) return { kind: 'noop' };
+  if (isTerminal(s.task.stage) || !s.task.cancel_requested_at) return { kind: 'noop' };
   if (s.task.critical_started_at) return { kind: 'deferred' };
   if (s.liveJob?.status === 'running') {
     if (s.callerOwnsJob || !s.ownerAlive) return { kind: 'complete', flipRunning: true };
@@ -105,14 +109,7 @@ export async function completeCancel(
   const task = await getTask(svc.db, taskId);
   if (!task) return 'noop';
   const live = (await liveJobOfTask(svc.db, taskId)) ?? null;
-  let ownerAlive = false;
-  if (live?.status === 'running' && live.worker_id) {
-    const owner = await getWorker(svc.db, live.worker_id);
-    ownerAlive =
-      owner !== undefined &&
-      owner.stopped_at === null &&
-      Date.now() - owner.heartbeat_at.getTime() < svc.config.heartbeat.timeoutS * 1000;
-  }
+  const ownerAlive = live?.status === 'running' && live.worker_id ? await workerAlive(svc.db, live.worker_id, svc.config.heartbeat.timeoutS) : false;
   const plan = planCancel({
     task,
     liveJob: live,
@@ -124,11 +121,8 @@ export async function completeCancel(
   if (plan.flipRunning && live) await abortJob(svc, live.id, actor, { reason: 'cancel_requested' });
 
   const project = (await getProject(svc.db, task.project_id))!;
-  if (task.branch) {
-    const result = await svc.forgeFor(project).deleteBranch(task.branch);
-    if (result === 'protected')
-      await appendEvent(svc.db, { taskId, kind: 'branch_delete_refused', actor, reason: 'protected', data: { branch: task.branch } });
-  }
+  // Recorded (branch_deleted / branch_delete_refused), so the reaper's branch sweep knows it is done.
+  await removeFeatureBranch(svc, task, project, actor);
   await removeTaskFiles(svc.config.worktreeRoot, project.slug, taskId);
 
   return svc.db.transaction().execute(async (tx) => {

@@ -1,7 +1,11 @@
 /**
- * The pipeline as data. `STAGE_TRANSITIONS` holds the only forward edges; `isTerminal` is the
- * one predicate every "is this task finished?" question goes through (serial gate,
- * dependencies, the stage sink, the requeue guards of worker and reaper).
+ * The pipeline as data. `STAGE_TRANSITIONS` is the stage graph — the only edges a task's stage
+ * may take — and everything else is derived from it: the forward path (`nextStage`, the first
+ * edge of a stage), the send-back edge (`sendBackTarget`, the edge to an earlier stage), and the
+ * check that every stage write goes through (`assertTransition`). `isTerminal` is the one
+ * predicate every "is this task finished?" question goes through (serial gate, dependencies, the
+ * stage sink, the requeue guards of worker and reaper); SQL asks it through
+ * `db/queries/terminal.ts`, which is built from `TERMINAL_STAGES`.
  */
 export const STAGES = ['analysis', 'implementation', 'review', 'merge', 'deploy', 'done'] as const;
 export type Stage = (typeof STAGES)[number];
@@ -10,64 +14,93 @@ export const TASK_STAGES: readonly TaskStage[] = [...STAGES, 'cancelled'];
 
 /** Stages whose job is a step (agent, forge merge, deploy command); `done` has no job. */
 export type WorkStage = Exclude<Stage, 'done'>;
-export const WORK_STAGES: readonly WorkStage[] = ['analysis', 'implementation', 'review', 'merge', 'deploy'];
 
+/**
+ * The step each work stage runs: an agent, the forge's merge, or the deploy command. The
+ * worker's runner picks the step from here; `WORK_STAGES` and `AGENT_STAGES` are its keys.
+ */
+export const STAGE_STEPS = {
+  analysis: 'agent',
+  implementation: 'agent',
+  review: 'agent',
+  merge: 'merge',
+  deploy: 'deploy',
+} as const satisfies Record<WorkStage, 'agent' | 'merge' | 'deploy'>;
+export type StepKind = (typeof STAGE_STEPS)[WorkStage];
+export const WORK_STAGES: readonly WorkStage[] = Object.keys(STAGE_STEPS) as WorkStage[];
+/** Stages whose step is an agent run (the branch is pushed after each). */
+export const AGENT_STAGES: ReadonlySet<Stage> = new Set(WORK_STAGES.filter((s) => STAGE_STEPS[s] === 'agent'));
+
+/**
+ * Every edge of the stage graph. The first edge of a stage is its forward edge; an edge to an
+ * earlier stage is a send-back (review → implementation on REQUEST_CHANGES, bounded by
+ * ORCH_MAX_REVIEW_ROUNDS; merge → implementation on a conflict). merge → done is the forward path
+ * of a project without a deploy command. `done` and `cancelled` are sinks; `cancelled` is reached
+ * only through cancel, never through an edge.
+ */
 export const STAGE_TRANSITIONS: Readonly<Record<TaskStage, readonly TaskStage[]>> = {
   analysis: ['implementation'],
   implementation: ['review'],
-  // review may send the task back (bounded by ORCH_MAX_REVIEW_ROUNDS)
   review: ['merge', 'implementation'],
-  // a merge conflict sends the task back to implementation
   merge: ['deploy', 'done', 'implementation'],
   deploy: ['done'],
   done: [],
   cancelled: [],
 };
 
-export const TERMINAL_STAGES: ReadonlySet<TaskStage> = new Set<TaskStage>(['done', 'cancelled']);
+export const TERMINAL_STAGES: readonly TaskStage[] = ['done', 'cancelled'];
 
 export function isTerminal(stage: string): boolean {
-  return TERMINAL_STAGES.has(stage as TaskStage);
-}
-
-export function isStage(s: string): s is TaskStage {
-  return (TASK_STAGES as readonly string[]).includes(s);
+  return (TERMINAL_STAGES as readonly string[]).includes(stage);
 }
 
 export function canTransition(from: TaskStage, to: TaskStage): boolean {
   return STAGE_TRANSITIONS[from].includes(to);
 }
 
-/** The stage after `stage` on the forward path; deploy is skipped without a deploy command. */
-export function nextStage(stage: WorkStage, project: { deploy_command: string | null }): Stage {
-  switch (stage) {
-    case 'analysis':
-      return 'implementation';
-    case 'implementation':
-      return 'review';
-    case 'review':
-      return 'merge';
-    case 'merge':
-      return project.deploy_command ? 'deploy' : 'done';
-    case 'deploy':
-      return 'done';
+export class IllegalTransitionError extends Error {
+  readonly from: string;
+  readonly to: string;
+  constructor(from: string, to: string) {
+    super(`illegal stage transition ${from} → ${to} (not an edge of STAGE_TRANSITIONS)`);
+    this.name = 'IllegalTransitionError';
+    this.from = from;
+    this.to = to;
   }
 }
 
-/** Stages whose step is an agent run (the branch is pushed after each). */
-export const AGENT_STAGES: ReadonlySet<Stage> = new Set<Stage>(['analysis', 'implementation', 'review']);
+/** Throws IllegalTransitionError unless `from → to` is an edge of the graph. */
+export function assertTransition(from: TaskStage, to: TaskStage): void {
+  if (!canTransition(from, to)) throw new IllegalTransitionError(from, to);
+}
 
-/** A stage after analysis: what the serial gate of a project restricts. */
-export function isPastAnalysis(stage: string): boolean {
-  return stage !== 'analysis' && !isTerminal(stage);
+function forwardEdge(stage: TaskStage): TaskStage {
+  const to = STAGE_TRANSITIONS[stage][0];
+  if (to === undefined) throw new IllegalTransitionError(stage, '(next)');
+  return to;
+}
+
+/**
+ * The stage after `stage` on the forward path: its first edge, skipping a stage that has no step
+ * for this project (deploy without a deploy command) when the graph has an edge past it.
+ */
+export function nextStage(stage: WorkStage, project: { deploy_command: string | null }): Stage {
+  let to = forwardEdge(stage);
+  if (to === 'deploy' && !project.deploy_command) to = forwardEdge(to);
+  assertTransition(stage, to);
+  return to as Stage;
+}
+
+/** The earlier stage a send-back from `stage` returns to (review, merge → implementation). */
+export function sendBackTarget(stage: WorkStage): WorkStage {
+  const order = (s: TaskStage) => TASK_STAGES.indexOf(s);
+  const back = STAGE_TRANSITIONS[stage].find((to) => order(to) < order(stage));
+  if (back === undefined) throw new IllegalTransitionError(stage, '(send back)');
+  return back as WorkStage;
 }
 
 export const JOB_STATUSES = ['queued', 'running', 'done', 'failed', 'cancelled'] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
-export const FINISHED_JOB_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(['done', 'failed', 'cancelled']);
-export function isLiveJobStatus(s: string): boolean {
-  return s === 'queued' || s === 'running';
-}
 
 /** Backoff before retry `attempt + 1`: base · 2^(attempt−1), capped at 5 minutes. */
 export function retryBackoffS(baseS: number, attempt: number): number {

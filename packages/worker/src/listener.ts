@@ -4,7 +4,7 @@
  * nothing (the caller drains and re-checks cancels).
  */
 import pg from 'pg';
-import type { Logger } from '@orch/shared/logger';
+import type { Logger } from '@orch/shared/runtime/logger';
 
 export interface Listener {
   close(): Promise<void>;
@@ -26,7 +26,7 @@ export function listen(
     const c = new pg.Client({ connectionString, application_name: 'orch-listen', keepAlive: true });
     c.on('notification', (n) => onNotify(n.channel, n.payload ?? ''));
     c.on('error', (err) => {
-      log.warn({ err: err.message }, 'listen connection error');
+      log.warn({ err }, 'listen connection error');
     });
     let retried = false;
     const retry = () => {
@@ -43,7 +43,7 @@ export function listen(
       retryMs = 200;
       onReconnect();
     } catch (err) {
-      log.warn({ err: (err as Error).message }, 'listen connect failed; retrying');
+      log.warn({ err }, 'listen connect failed; retrying');
       retryMs = Math.min(retryMs * 2, 5000);
       retry();
       try {

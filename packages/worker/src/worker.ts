@@ -13,13 +13,14 @@ import { completeCancel } from '@orch/shared/cancel';
 import { claimNextJob, heartbeatJobs, watchJobs } from '@orch/shared/db/queries/jobs';
 import { pendingCancels } from '@orch/shared/db/queries/tasks';
 import { heartbeatWorker, markWorkerStopped, registerWorker } from '@orch/shared/db/queries/workers';
-import type { Logger } from '@orch/shared/logger';
+import type { Logger } from '@orch/shared/runtime/logger';
 import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE } from '@orch/shared/queue';
-import type { Services } from '@orch/shared/services';
-import { killOrphanAgents } from '@orch/shared/orphans';
-import { sweepWorktrees } from '@orch/shared/janitor';
+import type { Services } from '@orch/shared/runtime/services';
+import { killOrphanAgents } from '@orch/shared/host/orphans';
+import { sweepWorktrees } from '@orch/shared/host/janitor';
 import { listen, type Listener } from './listener.ts';
-import { RunningJob, runJob } from './run-job.ts';
+import { RunningJob } from './job-handle.ts';
+import { runJob } from './run-job.ts';
 
 export interface WorkerOptions {
   svc: Services;
@@ -64,7 +65,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
 
   const never = (what: string) => (err: unknown) => {
     stats.errors++;
-    log.error({ err: (err as Error)?.message ?? String(err) }, `${what} failed`);
+    log.error({ err }, `${what} failed`);
   };
 
   function launch(rj: RunningJob): void {

@@ -7,7 +7,7 @@ import { listEvents } from '@orch/shared/db/queries/events';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getProjectBySlug } from '@orch/shared/db/queries/projects';
 import { getTask, listTasks } from '@orch/shared/db/queries/tasks';
-import { OrchError } from '@orch/shared/errors';
+import { OrchError } from '@orch/shared/runtime/errors';
 import { createTask, retryTask } from '@orch/shared/pipeline/tasks';
 import { TASK_STAGES, type TaskStage } from '@orch/shared/stages';
 import type { ApiDeps } from '../deps.ts';

@@ -16,7 +16,7 @@ export function webhookRoutes(d: ApiDeps & { stateNameOf?: StateNameOf }) {
   const stateNameOf: StateNameOf | undefined =
     d.stateNameOf ?? (tracker ? (projectId, stateId) => tracker.stateNameOf(projectId, stateId) : undefined);
   return new Hono().post('/plane', async (c) => {
-    const secret = d.config.planeWebhookSecret;
+    const secret = d.config.plane.webhookSecret;
     if (!secret) return c.json(errorBody('unavailable', 'PLANE_WEBHOOK_SECRET is not configured'), 503);
     const raw = new Uint8Array(await c.req.arrayBuffer());
     if (!verifyPlaneSignature(raw, c.req.header('x-plane-signature'), secret))

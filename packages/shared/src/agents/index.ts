@@ -1,6 +1,6 @@
 /** The agent adapters by name (`ORCH_AGENT`). */
 import { fileURLToPath } from 'node:url';
-import type { Config } from '../config.ts';
+import type { Config } from '../runtime/config.ts';
 import type { AgentAdapter } from './types.ts';
 
 const DEMO_AGENT = fileURLToPath(new URL('./demo-agent.ts', import.meta.url));

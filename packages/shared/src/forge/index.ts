@@ -1,6 +1,6 @@
 /** Which forge serves a project: Gitea when the project names a Gitea repo, else local. */
 import path from 'node:path';
-import type { Config } from '../config.ts';
+import type { Config } from '../runtime/config.ts';
 import type { DbOrTx } from '../db/client.ts';
 import type { Project } from '../db/types.ts';
 import { createLocalForge } from './local.ts';

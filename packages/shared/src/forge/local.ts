@@ -16,7 +16,7 @@ import {
   setPullRequestHead,
 } from '../db/queries/pull-requests.ts';
 import type { PullRequestRow } from '../db/types.ts';
-import { createBareRepo, git } from '../git.ts';
+import { createBareRepo, git } from '../host/git.ts';
 import type { BranchInfo, DeleteBranchResult, Forge, MergeResult, PullRequest, UpdateBranchResult } from './types.ts';
 
 function toPr(r: PullRequestRow): PullRequest {

@@ -7,8 +7,8 @@
 import type { AgentRun, Job, Project, Task } from '../db/types.ts';
 import { getJobArtefact } from '../db/queries/artefacts.ts';
 import { getJobRun } from '../db/queries/agent-runs.ts';
-import { commitsAhead, syncMirror } from '../git.ts';
-import type { Services } from '../services.ts';
+import { commitsAhead, syncMirror } from '../host/git.ts';
+import type { Services } from '../runtime/services.ts';
 import type { WorkStage } from '../stages.ts';
 import type { GateVerdict } from '../pipeline/transitions.ts';
 import { analysisVerdict, exitVerdict, implementationVerdict, reviewVerdict } from './verdicts.ts';

@@ -6,15 +6,16 @@
  * idempotent anyway (unique plane_issue_id, one live job per task, idempotent cancel).
  */
 import { requestCancel } from '../cancel.ts';
-import type { Config } from '../config.ts';
+import type { Config } from '../runtime/config.ts';
 import { liveJobOfTask } from '../db/queries/jobs.ts';
 import { getProjectByPlaneId } from '../db/queries/projects.ts';
 import { getLiveTaskByIssue } from '../db/queries/tasks.ts';
-import { deliverySeen, recordDelivery, tryLockDeliveryKey } from '../db/queries/webhooks.ts';
-import { OrchError } from '../errors.ts';
-import type { Logger } from '../logger.ts';
+import { tryLockDeliveryKey } from '../db/queries/advisory-locks.ts';
+import { deliverySeen, recordDelivery } from '../db/queries/webhooks.ts';
+import { OrchError } from '../runtime/errors.ts';
+import type { Logger } from '../runtime/logger.ts';
 import { createTask, retryTask } from '../pipeline/tasks.ts';
-import type { Services } from '../services.ts';
+import type { Services } from '../runtime/services.ts';
 import type { PlaneIssueEvent } from '../tracker/plane-webhook.ts';
 import { webhookDedupeKey } from '../tracker/plane-webhook.ts';
 
@@ -91,7 +92,7 @@ async function decideAndAct(
 ): Promise<{ outcome: IntakeOutcome; taskId: number | null }> {
   const none = (outcome: IntakeOutcome) => ({ outcome, taskId: null });
   if (e.event !== 'issue' || !e.issueId) return none('ignored_event');
-  if (cfg.plane?.botUserId && e.actorId === cfg.plane.botUserId) return none('ignored_echo');
+  if (cfg.plane.botUserId && e.actorId === cfg.plane.botUserId) return none('ignored_echo');
   const isCreate = e.action.startsWith('create');
   if (!isCreate && e.field !== 'state' && e.field !== 'state_id') return none('ignored_field');
   const project = await getProjectByPlaneId(d.db, e.projectId);
@@ -107,14 +108,14 @@ async function decideAndAct(
   }
   if (!state) return none('ignored_state');
 
-  if (norm(state) === norm(cfg.planeStates.stop)) {
+  if (norm(state) === norm(cfg.plane.states.stop)) {
     if (!cfg.stop.enabled) return none('ignored_stop_disabled');
     const task = await getLiveTaskByIssue(d.db, e.issueId);
     if (!task) return none('ignored_unknown_issue');
     const r = await requestCancel(d, task.id, 'plane', 'plane_stop');
     return { outcome: r.status === 'requested' ? 'stop_requested' : 'stop_already', taskId: task.id };
   }
-  if (norm(state) !== norm(cfg.planeStates.start)) return none('ignored_state');
+  if (norm(state) !== norm(cfg.plane.states.start)) return none('ignored_state');
 
   const task = await getLiveTaskByIssue(d.db, e.issueId);
   if (!task) {

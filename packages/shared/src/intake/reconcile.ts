@@ -12,8 +12,8 @@
  * Never raises: a project whose listing fails is logged and skipped until the next pass.
  */
 import { listProjects } from '../db/queries/projects.ts';
-import type { Logger } from '../logger.ts';
-import type { Services } from '../services.ts';
+import type { Logger } from '../runtime/logger.ts';
+import type { Services } from '../runtime/services.ts';
 import type { PlaneTracker } from '../tracker/plane.ts';
 import type { PlaneIssueEvent } from '../tracker/plane-webhook.ts';
 import { handlePlaneEvent, type IntakeOutcome } from './plane.ts';
@@ -33,12 +33,12 @@ export async function reconcilePlane(
   tracker: ReconcileTracker,
 ): Promise<ReconcileResult> {
   const res: ReconcileResult = { projects: 0, seen: 0, outcomes: {}, errors: 0 };
-  const { start, stop } = d.config.planeStates;
+  const { start, stop } = d.config.plane.states;
   let projects;
   try {
     projects = (await listProjects(d.db)).filter((p) => p.plane_project_id);
   } catch (err) {
-    d.log.error({ err: (err as Error).message }, 'plane reconcile: cannot list projects');
+    d.log.error({ err }, 'plane reconcile: cannot list projects');
     res.errors++;
     return res;
   }
@@ -82,12 +82,12 @@ export async function reconcilePlane(
           res.outcomes[r.outcome] = (res.outcomes[r.outcome] ?? 0) + 1;
         } catch (err) {
           res.errors++;
-          d.log.warn({ err: (err as Error).message, project: project.slug, issueId: summary.id }, 'plane reconcile: issue failed');
+          d.log.warn({ err, project: project.slug, issueId: summary.id }, 'plane reconcile: issue failed');
         }
       }
     } catch (err) {
       res.errors++;
-      d.log.warn({ err: (err as Error).message, project: project.slug }, 'plane reconcile: project failed');
+      d.log.warn({ err, project: project.slug }, 'plane reconcile: project failed');
     }
   }
   return res;

@@ -9,15 +9,16 @@ import type { Job, Project, Task } from '../db/types.ts';
 import { appendEvent } from '../db/queries/events.ts';
 import { getProject, lockProject } from '../db/queries/projects.ts';
 import {
+  blockTask,
   clearWaiting,
   getTask,
   moveTaskStage,
   serialGateState,
   tasksReadyAfterDependencies,
-  updateTask,
+  waitForSerialGate,
 } from '../db/queries/tasks.ts';
 import { sendDispatch, type Boss } from '../queue.ts';
-import { type Stage, type WorkStage } from '../stages.ts';
+import { nextStage, type Stage, type WorkStage } from '../stages.ts';
 import type { Then } from './transitions.ts';
 import { enqueueJob } from './enqueue.ts';
 import { reportToTracker } from './report.ts';
@@ -47,7 +48,7 @@ export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<
       });
       return;
     case 'block':
-      await updateTask(tx, task.id, { blocked_at: new Date(), blocked_reason: then.reason });
+      if (!(await blockTask(tx, task.id, job.stage, then.reason))) return skipped(tx, a, job.stage);
       await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'blocked', actor, reason: then.reason });
       await reportToTracker(tx, task, project, {
         role: 'blocked',
@@ -55,21 +56,21 @@ export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<
       });
       return;
     case 'send_back': {
-      const moved = await moveTaskStage(tx, task.id, job.stage, 'implementation', { review_rounds: then.reviewRounds });
-      if (!moved) return skipped(tx, a, 'implementation');
-      await enqueueJob(tx, boss, { taskId: task.id, stage: 'implementation', attempt: 1 });
+      const moved = await moveTaskStage(tx, task.id, job.stage, then.to, { reviewRounds: then.reviewRounds });
+      if (!moved) return skipped(tx, a, then.to);
+      await enqueueJob(tx, boss, { taskId: task.id, stage: then.to, attempt: 1 });
       await appendEvent(tx, {
         taskId: task.id,
         jobId: job.id,
         kind: 'sent_back',
         actor,
-        reason: job.reason,
-        data: { from: job.stage, to: 'implementation', review_round: then.reviewRounds },
+        reason: then.reason,
+        data: { from: job.stage, to: then.to, review_round: then.reviewRounds, detail: job.reason },
       });
       return;
     }
     case 'advance':
-      await advance(tx, boss, a, then.to);
+      await advance(tx, boss, a, then.to, then.reason);
       return;
   }
 }
@@ -86,21 +87,21 @@ async function skipped(tx: DbOrTx, a: ApplyInput, to: string): Promise<void> {
   });
 }
 
-async function advance(tx: DbOrTx, boss: Boss, a: ApplyInput, to: Stage): Promise<void> {
+async function advance(tx: DbOrTx, boss: Boss, a: ApplyInput, to: Stage, reason: string): Promise<void> {
   const { job, task, project, actor } = a;
   if (job.stage === 'analysis' && project.serial) {
     await lockProject(tx, project.id);
     const gate = await serialGateState(tx, project.id);
     const mayEnter = gate.oldestLiveTaskId === task.id && gate.pastAnalysis.every((id) => id === task.id);
     if (!mayEnter) {
-      await updateTask(tx, task.id, { waiting_for: 'serial' });
+      await waitForSerialGate(tx, task.id);
       await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'waiting', actor, reason: 'serial', data: { next: to } });
       return;
     }
   }
-  const moved = await moveTaskStage(tx, task.id, job.stage, to, { waiting_for: null });
+  const moved = await moveTaskStage(tx, task.id, job.stage, to);
   if (!moved) return skipped(tx, a, to);
-  await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'stage_changed', actor, data: { from: job.stage, to } });
+  await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'stage_changed', actor, reason, data: { from: job.stage, to } });
   if (to === 'done') {
     await reportToTracker(tx, task, project, { role: 'done', comment: `<p>orch: task done${moved.merged_sha ? `, merged as <code>${moved.merged_sha.slice(0, 12)}</code>` : ''}.</p>` });
     await onTaskTerminal(tx, boss, moved, actor);
@@ -119,15 +120,17 @@ export async function onTaskTerminal(tx: DbOrTx, boss: Boss, task: Task, actor: 
 
 /** The oldest live task of a serial project may pass its gate once nobody else is past analysis. */
 export async function promoteSerial(tx: DbOrTx, boss: Boss, projectId: number, actor: string): Promise<number | null> {
-  await lockProject(tx, projectId);
+  const project = await lockProject(tx, projectId);
+  if (!project) return null;
   const gate = await serialGateState(tx, projectId);
   if (gate.oldestLiveTaskId === null || gate.pastAnalysis.length > 0) return null;
   const task = await getTask(tx, gate.oldestLiveTaskId);
   if (!task || task.waiting_for !== 'serial' || task.stage !== 'analysis' || task.cancel_requested_at) return null;
-  const moved = await moveTaskStage(tx, task.id, 'analysis', 'implementation', { waiting_for: null });
+  const to = nextStage('analysis', project);
+  const moved = await moveTaskStage(tx, task.id, 'analysis', to);
   if (!moved) return null;
-  await appendEvent(tx, { taskId: task.id, kind: 'stage_changed', actor, reason: 'serial_gate_opened', data: { from: 'analysis', to: 'implementation' } });
-  await enqueueJob(tx, boss, { taskId: task.id, stage: 'implementation', attempt: 1 });
+  await appendEvent(tx, { taskId: task.id, kind: 'stage_changed', actor, reason: 'serial_gate_opened', data: { from: 'analysis', to } });
+  await enqueueJob(tx, boss, { taskId: task.id, stage: to as WorkStage, attempt: 1 });
   return task.id;
 }
 

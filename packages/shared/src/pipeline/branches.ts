@@ -2,7 +2,7 @@
 import { appendEvent } from '../db/queries/events.ts';
 import type { Project, Task } from '../db/types.ts';
 import type { DeleteBranchResult } from '../forge/types.ts';
-import type { Services } from '../services.ts';
+import type { Services } from '../runtime/services.ts';
 
 export async function removeFeatureBranch(
   svc: Pick<Services, 'db' | 'forgeFor'>,

@@ -10,7 +10,7 @@ import { getProject } from '../db/queries/projects.ts';
 import { getTask, lockTask } from '../db/queries/tasks.ts';
 import { appendEvent } from '../db/queries/events.ts';
 import { evaluateGate, type StepReport } from '../gates/index.ts';
-import type { Services } from '../services.ts';
+import type { Services } from '../runtime/services.ts';
 import { isTerminal } from '../stages.ts';
 import { applyThen, slotFreed } from './apply.ts';
 import { decideAfterAbort, decideAfterGate, type GateVerdict } from './transitions.ts';

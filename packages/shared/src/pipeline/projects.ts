@@ -4,8 +4,8 @@ import { z } from 'zod';
 import type { DbOrTx } from '../db/client.ts';
 import { getProjectBySlug, insertProject } from '../db/queries/projects.ts';
 import type { Project } from '../db/types.ts';
-import { OrchError } from '../errors.ts';
-import { git } from '../git.ts';
+import { OrchError } from '../runtime/errors.ts';
+import { git } from '../host/git.ts';
 
 export const projectInputSchema = z
   .object({

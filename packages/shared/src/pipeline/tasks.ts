@@ -7,12 +7,12 @@ import {
   existingTaskIds,
   insertTask,
   lockTask,
+  unblockTask,
   unfinishedDependencies,
-  updateTask,
 } from '../db/queries/tasks.ts';
 import type { Task } from '../db/types.ts';
-import { OrchError } from '../errors.ts';
-import type { Services } from '../services.ts';
+import { OrchError } from '../runtime/errors.ts';
+import type { Services } from '../runtime/services.ts';
 import { isTerminal, type WorkStage } from '../stages.ts';
 import { enqueueJob } from './enqueue.ts';
 import { reportToTracker } from './report.ts';
@@ -84,7 +84,7 @@ export async function retryTask(svc: Pick<Services, 'db' | 'boss'>, taskId: numb
     if (task.waiting_for) throw new OrchError('conflict', `task ${taskId} is waiting for ${task.waiting_for}`);
     const live = await liveJobOfTask(tx, taskId);
     if (live) throw new OrchError('conflict', `task ${taskId} already has a ${live.status} job (${live.id})`);
-    const updated = (await updateTask(tx, taskId, { blocked_at: null, blocked_reason: null }))!;
+    const updated = (await unblockTask(tx, taskId, task.stage))!;
     await enqueueJob(tx, svc.boss, { taskId, stage: task.stage as WorkStage, attempt: 1 });
     await appendEvent(tx, { taskId, kind: 'retried', actor, reason, data: { stage: task.stage } });
     return updated;

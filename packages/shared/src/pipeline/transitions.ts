@@ -2,7 +2,7 @@
  * What happens after a job's gate has been evaluated: a pure function of the job, the task
  * and the verdict. The finalizer applies the result inside the transaction that won the flip.
  */
-import { nextStage, retryBackoffS, type Stage, type WorkStage } from '../stages.ts';
+import { nextStage, retryBackoffS, sendBackTarget, type Stage, type WorkStage } from '../stages.ts';
 
 export type GateVerdict =
   | { verdict: 'pass'; detail?: string }
@@ -25,9 +25,24 @@ export interface AfterGateInput {
   backoffBaseS: number;
 }
 
+/** Why a passing gate moves a task on: the reason of its `stage_changed` event. */
+export const ADVANCE_REASONS: Readonly<Record<WorkStage, string>> = {
+  analysis: 'gate_passed',
+  implementation: 'gate_passed',
+  review: 'review_approved',
+  merge: 'merged',
+  deploy: 'deployed',
+};
+
+/** Why a task is sent back: the code before the verdict's detail (`merge_conflict: …` → `merge_conflict`). */
+export function sendBackReason(verdictReason: string): string {
+  const i = verdictReason.indexOf(':');
+  return i === -1 ? verdictReason : verdictReason.slice(0, i);
+}
+
 export type Then =
-  | { kind: 'advance'; to: Stage }
-  | { kind: 'send_back'; to: 'implementation'; reviewRounds: number }
+  | { kind: 'advance'; to: Stage; reason: string }
+  | { kind: 'send_back'; to: WorkStage; reviewRounds: number; reason: string }
   | { kind: 'retry'; attempt: number; delayS: number }
   | { kind: 'block'; reason: string }
   | { kind: 'none' };
@@ -53,13 +68,17 @@ export function decideAfterGate(i: AfterGateInput): AfterGate {
 
   switch (v.verdict) {
     case 'pass':
-      return { job: 'done', reason: null, then: { kind: 'advance', to: nextStage(i.stage, { deploy_command: i.hasDeployCommand ? 'x' : null }) } };
+      return {
+        job: 'done',
+        reason: null,
+        then: { kind: 'advance', to: nextStage(i.stage, { deploy_command: i.hasDeployCommand ? 'x' : null }), reason: ADVANCE_REASONS[i.stage] },
+      };
     case 'send_back': {
       const rounds = i.reviewRounds + 1;
       // A review that requests changes did its work: the job is done either way.
       const job = i.stage === 'review' ? 'done' : 'failed';
       if (rounds > i.maxReviewRounds) return { job, reason: v.reason, then: { kind: 'block', reason: 'review_rounds_exhausted' } };
-      return { job, reason: v.reason, then: { kind: 'send_back', to: 'implementation', reviewRounds: rounds } };
+      return { job, reason: v.reason, then: { kind: 'send_back', to: sendBackTarget(i.stage), reviewRounds: rounds, reason: sendBackReason(v.reason) } };
     }
     case 'fail':
       if (i.attempt < i.maxAttempts)

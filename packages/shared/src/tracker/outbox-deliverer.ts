@@ -15,8 +15,8 @@
  */
 import type { Db } from '../db/client.ts';
 import { dueOutboxHeads, markOutboxDelivered, markOutboxFailed, type OutboxRow } from '../db/queries/outbox.ts';
-import type { Logger } from '../logger.ts';
-import { TrackerRetryError } from './types.ts';
+import type { Logger } from '../runtime/logger.ts';
+import { TRACKER_STATE_ROLES, TrackerRetryError } from './types.ts';
 import type { Tracker, TrackerStateRole } from './types.ts';
 
 export interface OutboxBackoff {
@@ -51,7 +51,7 @@ export interface OutboxDeliverer {
   stop(): Promise<void>;
 }
 
-const ROLES: ReadonlySet<string> = new Set<TrackerStateRole>(['in_progress', 'in_review', 'done', 'cancelled', 'blocked']);
+const ROLES: ReadonlySet<string> = new Set<string>(TRACKER_STATE_ROLES);
 /** a tick claims at most this many batches, so one tick cannot run forever */
 const MAX_ROUNDS = 50;
 

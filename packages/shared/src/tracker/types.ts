@@ -5,7 +5,8 @@
  * Outbound calls are made by a never-raise delivery loop from the outbox, never inline in a
  * state change; a method that throws is retried later with backoff.
  */
-export type TrackerStateRole = 'in_progress' | 'in_review' | 'done' | 'cancelled' | 'blocked';
+export const TRACKER_STATE_ROLES = ['in_progress', 'in_review', 'done', 'blocked', 'cancelled'] as const;
+export type TrackerStateRole = (typeof TRACKER_STATE_ROLES)[number];
 
 export interface Tracker {
   readonly kind: 'local' | 'plane';

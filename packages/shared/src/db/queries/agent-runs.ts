@@ -60,3 +60,17 @@ export async function listTaskRuns(db: DbOrTx, taskId: number): Promise<AgentRun
     .orderBy('agent_runs.id')
     .execute();
 }
+
+/**
+ * Of the given jobs (the job ids found in live processes' environments), those that are no
+ * longer running, with the agent pid recorded for them on this host. Bounded by the live
+ * processes, not by history.
+ */
+export async function agentPidsOfFinishedJobs(db: DbOrTx, host: string, jobIds: number[]): Promise<Array<{ job_id: number; pid: number }>> {
+  if (jobIds.length === 0) return [];
+  const r = await sql<{ job_id: number; pid: number }>`
+    SELECT r.job_id, r.pid FROM agent_runs r JOIN jobs j ON j.id = r.job_id
+    WHERE r.job_id = ANY(${jobIds}::bigint[]) AND r.host = ${host} AND r.pid IS NOT NULL AND j.status <> 'running'
+  `.execute(db);
+  return r.rows.map((row) => ({ job_id: Number(row.job_id), pid: Number(row.pid) }));
+}

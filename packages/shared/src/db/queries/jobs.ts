@@ -2,10 +2,10 @@
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
 import type { Job } from '../types.ts';
+import { takeClaimLock } from './advisory-locks.ts';
+import { stageIsLive } from './terminal.ts';
 import type { JobStatus, WorkStage } from '../../stages.ts';
 
-/** Arbitrary constant key of the transaction-scoped lock that serializes claims fleet-wide. */
-export const CLAIM_LOCK_KEY = 0x6f726368; // 'orch'
 
 export async function insertQueuedJob(
   db: DbOrTx,
@@ -71,7 +71,7 @@ export interface Claimer {
  */
 export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> {
   return db.transaction().execute(async (tx) => {
-    await sql`SELECT pg_advisory_xact_lock(${CLAIM_LOCK_KEY})`.execute(tx);
+    await takeClaimLock(tx);
     const candidate = await sql<{ id: number }>`
       WITH running AS (
         SELECT t.project_id, count(*)::int AS n
@@ -86,7 +86,7 @@ export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> 
       LEFT JOIN running r ON r.project_id = p.id
       WHERE j.status = 'queued'
         AND j.run_after <= now()
-        AND t.stage NOT IN ('done', 'cancelled')
+        AND ${stageIsLive('t.stage')}
         AND t.cancel_requested_at IS NULL
         AND coalesce(r.n, 0) < p.max_concurrency
         AND (SELECT coalesce(sum(n), 0) FROM running) < ${c.maxConcurrency}
@@ -195,4 +195,43 @@ export async function countJobsByStatus(db: DbOrTx): Promise<Record<JobStatus, n
   const out: Record<JobStatus, number> = { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 };
   for (const r of rows) out[r.status] = r.n;
   return out;
+}
+
+export interface RunningJobRow {
+  id: number;
+  task_id: number;
+  stage: string;
+  worker_id: string | null;
+  job_host: string | null;
+  owner_host: string | null;
+  owner_pid: number | null;
+  owner_stopped: boolean;
+  owner_hb_age_s: number | null;
+  running_for_s: number;
+  exit_age_s: number | null;
+  agent_pid: number | null;
+  streak: number;
+}
+
+/** Every running job with what liveness decisions need (ages computed by the database clock). */
+export async function runningJobFacts(db: DbOrTx): Promise<RunningJobRow[]> {
+  const r = await sql<RunningJobRow>`
+    SELECT j.id, j.task_id, j.stage, j.worker_id, j.host AS job_host,
+           w.host AS owner_host, w.pid AS owner_pid, (w.stopped_at IS NOT NULL) AS owner_stopped,
+           extract(epoch FROM now() - w.heartbeat_at)::float8 AS owner_hb_age_s,
+           extract(epoch FROM now() - j.started_at)::float8 AS running_for_s,
+           -- outcome known: the agent exited and no test command is still running; the grace
+           -- counts from the later of the two ends
+           CASE WHEN r.exit_code IS NOT NULL AND (j.test_started_at IS NULL OR j.test_finished_at IS NOT NULL)
+                THEN extract(epoch FROM now() - greatest(r.finished_at, j.test_finished_at))::float8 END AS exit_age_s,
+           r.pid AS agent_pid,
+           coalesce(s.ticks, 0) AS streak
+    FROM jobs j
+    LEFT JOIN workers w ON w.id = j.worker_id
+    LEFT JOIN agent_runs r ON r.job_id = j.id
+    LEFT JOIN reaper_streaks s ON s.job_id = j.id
+    WHERE j.status = 'running'
+    ORDER BY j.id
+  `.execute(db);
+  return r.rows;
 }

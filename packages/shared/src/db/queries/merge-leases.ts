@@ -1,27 +1,13 @@
 /**
- * The merge lease: one merge per project at a time. The lock itself is a session-level
- * advisory lock held by the merging worker's connection (it dies with that session); the
- * `merge_leases` row says who holds it, for psql, `GET /queue` and the reaper's reclaim.
+ * The merge lease: one merge per project at a time. The lock is a session-level
+ * advisory lock held by the merging worker's connection (advisory-locks.ts; it dies with that
+ * session); the `merge_leases` row says who holds it, for psql, `GET /queue` and the reaper's
+ * reclaim.
  */
 import { sql } from 'kysely';
 import type pg from 'pg';
 import type { DbOrTx } from '../client.ts';
-
-export function mergeLockKey(projectId: number): [number, number] {
-  // two-int form: (namespace, project) so it never collides with the claim lock
-  return [0x6d657267 /* 'merg' */, projectId];
-}
-
-export async function tryMergeLock(client: pg.PoolClient, projectId: number): Promise<boolean> {
-  const [a, b] = mergeLockKey(projectId);
-  const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [a, b]);
-  return r.rows[0]?.ok === true;
-}
-
-export async function releaseMergeLock(client: pg.PoolClient, projectId: number): Promise<void> {
-  const [a, b] = mergeLockKey(projectId);
-  await client.query('SELECT pg_advisory_unlock($1, $2)', [a, b]);
-}
+import { mergeLockKey } from './advisory-locks.ts';
 
 export async function recordLease(
   client: pg.PoolClient,
@@ -69,16 +55,30 @@ export async function listLeases(db: DbOrTx): Promise<LeaseView[]> {
   return r.rows;
 }
 
-export async function deleteLease(db: DbOrTx, projectId: number, backendPid: number): Promise<boolean> {
-  const r = await db
-    .deleteFrom('merge_leases')
-    .where('project_id', '=', projectId)
-    .where('backend_pid', '=', backendPid)
-    .executeTakeFirst();
-  return Number(r.numDeletedRows) > 0;
-}
-
-export async function terminateBackend(db: DbOrTx, backendPid: number): Promise<boolean> {
-  const r = await sql<{ ok: boolean }>`SELECT pg_terminate_backend(${backendPid}) AS ok`.execute(db);
-  return r.rows[0]?.ok === true;
+/**
+ * Reclaim one stale merge lease, atomically: the row is deleted only if it is still the lease
+ * the reaper judged (same merge job and backend), and the holder's backend is
+ * terminated only if that backend still holds this project's merge lock. A backend that no
+ * longer holds the lock is a pooled connection doing other work (or about to): it is never
+ * killed. Returns whether the lease row was removed and whether a backend was terminated.
+ */
+export async function reclaimLease(
+  db: DbOrTx,
+  l: { project_id: number; job_id: number; backend_pid: number },
+): Promise<{ removed: boolean; terminated: boolean }> {
+  const [classid] = mergeLockKey(l.project_id);
+  const r = await sql<{ terminated: boolean | null }>`
+    WITH gone AS (
+      DELETE FROM merge_leases
+      WHERE project_id = ${l.project_id} AND job_id = ${l.job_id} AND backend_pid = ${l.backend_pid}
+      RETURNING project_id, backend_pid
+    )
+    SELECT (SELECT pg_terminate_backend(g.backend_pid)
+            WHERE EXISTS (SELECT 1 FROM pg_locks k
+                          WHERE k.locktype = 'advisory' AND k.granted AND k.pid = g.backend_pid
+                            AND k.classid = ${classid}::oid AND k.objid = g.project_id::oid AND k.objsubid = 2)) AS terminated
+    FROM gone g
+  `.execute(db);
+  const row = r.rows[0];
+  return { removed: row !== undefined, terminated: row?.terminated === true };
 }

@@ -5,6 +5,7 @@
  */
 import { sql, type RawBuilder } from 'kysely';
 import type { DbOrTx } from '../client.ts';
+import { stageIsLive } from './terminal.ts';
 
 export interface LabelledCount {
   labels: Record<string, string>;
@@ -38,7 +39,7 @@ export async function queueDepth(db: DbOrTx): Promise<{ queued: number; ready: n
   const r = await sql<{ queued: number; ready: number; blocked_tasks: number }>`
     SELECT count(*)::int AS queued,
            count(*) FILTER (WHERE run_after <= now())::int AS ready,
-           (SELECT count(*)::int FROM tasks WHERE blocked_at IS NOT NULL AND stage NOT IN ('done', 'cancelled')) AS blocked_tasks
+           (SELECT count(*)::int FROM tasks WHERE blocked_at IS NOT NULL AND ${stageIsLive('stage')}) AS blocked_tasks
     FROM jobs WHERE status = 'queued'
   `.execute(db);
   return r.rows[0]!;
@@ -143,9 +144,9 @@ export async function stopCounts(db: DbOrTx): Promise<{ cancelled: number; pendi
   const r = await sql<{ cancelled: number; pending: number; deferred: number }>`
     SELECT count(*) FILTER (WHERE stage = 'cancelled')::int AS cancelled,
            count(*) FILTER (WHERE cancel_requested_at IS NOT NULL AND cancelled_at IS NULL
-                            AND stage <> 'done' AND critical_started_at IS NULL)::int AS pending,
+                            AND ${stageIsLive('stage')} AND critical_started_at IS NULL)::int AS pending,
            count(*) FILTER (WHERE cancel_requested_at IS NOT NULL AND cancelled_at IS NULL
-                            AND stage <> 'done' AND critical_started_at IS NOT NULL)::int AS deferred
+                            AND ${stageIsLive('stage')} AND critical_started_at IS NOT NULL)::int AS deferred
     FROM tasks
   `.execute(db);
   return r.rows[0]!;

@@ -4,6 +4,7 @@ import type { DbOrTx } from '../client.ts';
 import { countJobsByStatus } from './jobs.ts';
 import { listActiveWorkers } from './workers.ts';
 import { listLeases } from './merge-leases.ts';
+import { stageIsLive } from './terminal.ts';
 
 export interface QueueSnapshot {
   jobs: {
@@ -49,17 +50,22 @@ export async function queueSnapshot(
     ORDER BY j.started_at
   `.execute(db);
   const workers = await listActiveWorkers(db);
-  const reaperRows = await db.selectFrom('reaper_state').selectAll().orderBy('updated_at', 'desc').execute();
-  // A leader row whose ticks stopped (the process died) is not a leader any more.
-  const fresh = (r: (typeof reaperRows)[number]) =>
-    r.last_tick_at !== null && Date.now() - r.last_tick_at.getTime() < (3 * r.interval_s + 1) * 1000;
+  // A leader row whose ticks stopped (the process died) is not a leader any more; its age is the
+  // database's, so a host whose clock is off judges it the same as any other.
+  const reaperRows = await db
+    .selectFrom('reaper_state')
+    .selectAll()
+    .select(sql<boolean>`last_tick_at IS NOT NULL AND now() - last_tick_at < make_interval(secs => 3 * interval_s + 1)`.as('ticking'))
+    .orderBy('updated_at', 'desc')
+    .execute();
+  const fresh = (r: (typeof reaperRows)[number]) => r.ticking;
   const leader = reaperRows.find((r) => r.is_leader && fresh(r)) ?? null;
   const sum = (k: 'reaped_dead_owner' | 'reaped_known_outcome' | 'reaped_max_running' | 'lease_reclaims') =>
     reaperRows.reduce((n, r) => n + Number(r[k]), 0);
   const lastError = reaperRows.filter((r) => r.last_error_at).sort((a, b) => b.last_error_at!.getTime() - a.last_error_at!.getTime())[0];
   const cancels = await sql<{ id: number; critical: boolean }>`
     SELECT id, critical_started_at IS NOT NULL AS critical FROM tasks
-    WHERE cancel_requested_at IS NOT NULL AND cancelled_at IS NULL AND stage NOT IN ('done', 'cancelled')
+    WHERE cancel_requested_at IS NOT NULL AND cancelled_at IS NULL AND ${stageIsLive('stage')}
     ORDER BY id
   `.execute(db);
   const cancelled = await sql<{ n: number }>`SELECT count(*)::int AS n FROM tasks WHERE stage = 'cancelled'`.execute(db);

@@ -1,9 +1,10 @@
 /** The `tasks` protocol. Every stage change is a compare-and-set on the current stage. */
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
-import type { Task, TaskUpdate } from '../types.ts';
+import type { Task } from '../types.ts';
 import type { TaskStage } from '../../stages.ts';
-import { branchName, tombstoneIssueId } from '../../stages.ts';
+import { assertTransition, branchName, tombstoneIssueId } from '../../stages.ts';
+import { stageIsLive, stageIsTerminal } from './terminal.ts';
 
 export async function insertTask(
   db: DbOrTx,
@@ -52,17 +53,28 @@ export async function listTasks(
   return q.orderBy('id', 'desc').limit(f.limit ?? 200).execute();
 }
 
-/** CAS on the stage: returns the updated row or null when the task was not in `from`. */
+/**
+ * The one statement that moves a task along the stage graph: a compare-and-set on the current
+ * stage, refused (IllegalTransitionError, nothing written) for an edge STAGE_TRANSITIONS lacks.
+ * Returns the updated row, or null when the task was not in `from` (someone moved it first).
+ * Cancel is not a transition: `markTaskCancelled` is its own statement.
+ */
 export async function moveTaskStage(
   db: DbOrTx,
   taskId: number,
   from: TaskStage,
   to: TaskStage,
-  extra: TaskUpdate = {},
+  opts: { reviewRounds?: number } = {},
 ): Promise<Task | null> {
+  assertTransition(from, to);
   const row = await db
     .updateTable('tasks')
-    .set({ ...extra, stage: to, updated_at: sql`now()` })
+    .set({
+      stage: to,
+      waiting_for: null,
+      ...(opts.reviewRounds !== undefined ? { review_rounds: opts.reviewRounds } : {}),
+      updated_at: sql`now()`,
+    })
     .where('id', '=', taskId)
     .where('stage', '=', from)
     .returningAll()
@@ -70,14 +82,66 @@ export async function moveTaskStage(
   return row ?? null;
 }
 
-export async function updateTask(db: DbOrTx, taskId: number, set: TaskUpdate): Promise<Task | null> {
+/** Attempts exhausted in `stage`: the task stays there, blocked, until an operator retries it. */
+export async function blockTask(db: DbOrTx, taskId: number, stage: TaskStage, reason: string): Promise<Task | null> {
   const row = await db
     .updateTable('tasks')
-    .set({ ...set, updated_at: sql`now()` })
+    .set({ blocked_at: sql`now()`, blocked_reason: reason, updated_at: sql`now()` })
     .where('id', '=', taskId)
+    .where('stage', '=', stage)
     .returningAll()
     .executeTakeFirst();
   return row ?? null;
+}
+
+/** The operator's retry: a blocked task of a live stage is unblocked (CAS on the stage). */
+export async function unblockTask(db: DbOrTx, taskId: number, stage: TaskStage): Promise<Task | null> {
+  const row = await db
+    .updateTable('tasks')
+    .set({ blocked_at: null, blocked_reason: null, updated_at: sql`now()` })
+    .where('id', '=', taskId)
+    .where('stage', '=', stage)
+    .returningAll()
+    .executeTakeFirst();
+  return row ?? null;
+}
+
+/** A task that passed analysis but may not pass the serial gate yet waits in analysis. */
+export async function waitForSerialGate(db: DbOrTx, taskId: number): Promise<Task | null> {
+  const row = await db
+    .updateTable('tasks')
+    .set({ waiting_for: 'serial', updated_at: sql`now()` })
+    .where('id', '=', taskId)
+    .where('stage', '=', 'analysis')
+    .returningAll()
+    .executeTakeFirst();
+  return row ?? null;
+}
+
+/** The task's pull request, once opened (any live stage; the same number again is a no-op). */
+export async function setTaskPullRequest(db: DbOrTx, taskId: number, prNumber: number): Promise<boolean> {
+  const row = await db
+    .updateTable('tasks')
+    .set({ pr_number: prNumber, updated_at: sql`now()` })
+    .where('id', '=', taskId)
+    .where(stageIsLive('stage'))
+    .where(sql<boolean>`pr_number IS DISTINCT FROM ${prNumber}`)
+    .returning('id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** A merge recorded for a task in the merge stage, once (the first sha wins). */
+export async function recordMergedSha(db: DbOrTx, taskId: number, sha: string | null): Promise<boolean> {
+  const row = await db
+    .updateTable('tasks')
+    .set({ merged_sha: sha, updated_at: sql`now()` })
+    .where('id', '=', taskId)
+    .where('stage', '=', 'merge')
+    .where('merged_sha', 'is', null)
+    .returning('id')
+    .executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function addDependencies(db: DbOrTx, taskId: number, dependsOn: number[]): Promise<void> {
@@ -96,7 +160,7 @@ export async function unfinishedDependencies(db: DbOrTx, ids: number[]): Promise
     .selectFrom('tasks')
     .select(['id', 'stage'])
     .where('id', 'in', ids)
-    .where('stage', 'not in', ['done', 'cancelled'])
+    .where(stageIsLive('stage'))
     .forShare()
     .execute();
 }
@@ -114,7 +178,7 @@ export async function tasksReadyAfterDependencies(db: DbOrTx, limit = 100): Prom
     WHERE t.waiting_for = 'dependencies' AND t.stage = 'analysis' AND t.cancel_requested_at IS NULL
       AND NOT EXISTS (
         SELECT 1 FROM task_dependencies d JOIN tasks dt ON dt.id = d.depends_on_task_id
-        WHERE d.task_id = t.id AND dt.stage NOT IN ('done', 'cancelled'))
+        WHERE d.task_id = t.id AND ${stageIsLive('dt.stage')})
     ORDER BY t.id
     LIMIT ${limit}
   `.execute(db);
@@ -133,7 +197,7 @@ export async function serialGateState(
     .selectFrom('tasks')
     .select('id')
     .where('project_id', '=', projectId)
-    .where('stage', 'not in', ['done', 'cancelled'])
+    .where(stageIsLive('stage'))
     .orderBy('id')
     .limit(1)
     .executeTakeFirst();
@@ -141,7 +205,8 @@ export async function serialGateState(
     .selectFrom('tasks')
     .select('id')
     .where('project_id', '=', projectId)
-    .where('stage', 'not in', ['analysis', 'done', 'cancelled'])
+    .where(stageIsLive('stage'))
+    .where('stage', '<>', 'analysis')
     .execute();
   return { oldestLiveTaskId: oldest?.id ?? null, pastAnalysis: past.map((r) => r.id) };
 }
@@ -167,7 +232,7 @@ export async function requestTaskCancel(db: DbOrTx, taskId: number, reason: stri
       updated_at: sql`now()`,
     })
     .where('id', '=', taskId)
-    .where('stage', 'not in', ['done', 'cancelled'])
+    .where(stageIsLive('stage'))
     .returningAll()
     .executeTakeFirst();
   return row ?? null;
@@ -188,8 +253,7 @@ export async function markTaskCancelled(db: DbOrTx, taskId: number): Promise<Tas
       updated_at: sql`now()`,
     })
     .where('id', '=', taskId)
-    .where('stage', '<>', 'cancelled')
-    .where('stage', '<>', 'done')
+    .where(stageIsLive('stage'))
     .where('cancel_requested_at', 'is not', null)
     .returningAll()
     .executeTakeFirst();
@@ -203,7 +267,7 @@ export async function pendingCancels(db: DbOrTx): Promise<Task[]> {
     .selectAll()
     .where('cancel_requested_at', 'is not', null)
     .where('cancelled_at', 'is', null)
-    .where('stage', 'not in', ['done', 'cancelled'])
+    .where(stageIsLive('stage'))
     .orderBy('id')
     .execute();
 }
@@ -215,16 +279,21 @@ export async function enterCriticalWindow(db: DbOrTx, taskId: number): Promise<b
     .set({ critical_started_at: sql`now()`, updated_at: sql`now()` })
     .where('id', '=', taskId)
     .where('cancel_requested_at', 'is', null)
-    .where('stage', 'not in', ['done', 'cancelled'])
+    .where(stageIsLive('stage'))
     .returning('id')
     .executeTakeFirst();
   return row !== undefined;
 }
 
-export async function leaveCriticalWindow(db: DbOrTx, taskId: number, set: TaskUpdate = {}): Promise<void> {
+/** Leave the critical window; the merge's sha, when the merge call merged, is recorded with it. */
+export async function leaveCriticalWindow(db: DbOrTx, taskId: number, outcome: { mergedSha?: string | null } = {}): Promise<void> {
   await db
     .updateTable('tasks')
-    .set({ ...set, critical_started_at: null, updated_at: sql`now()` })
+    .set({
+      critical_started_at: null,
+      ...(outcome.mergedSha !== undefined ? { merged_sha: sql<string | null>`coalesce(merged_sha, ${outcome.mergedSha})` } : {}),
+      updated_at: sql`now()`,
+    })
     .where('id', '=', taskId)
     .execute();
 }
@@ -241,4 +310,34 @@ export async function clearWaiting(db: DbOrTx, taskId: number, kind: 'serial' | 
     .returningAll()
     .executeTakeFirst();
   return row ?? null;
+}
+
+/** Tasks stuck in a critical window whose step no longer runs (the owner died inside it). */
+export async function orphanedCriticalWindows(db: DbOrTx): Promise<Array<{ id: number; project_id: number; pr_number: number | null }>> {
+  const r = await sql<{ id: number; project_id: number; pr_number: number | null }>`
+    SELECT t.id, t.project_id, t.pr_number FROM tasks t
+    WHERE t.critical_started_at IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = t.id AND j.status = 'running')
+  `.execute(db);
+  return r.rows;
+}
+
+/** Terminal tasks among the given ids (the janitor's worktree check). */
+export async function terminalTaskIds(db: DbOrTx, ids: number[]): Promise<number[]> {
+  if (ids.length === 0) return [];
+  const rows = await db.selectFrom('tasks').select('id').where('id', 'in', ids).where(stageIsTerminal('stage')).execute();
+  return rows.map((r) => r.id);
+}
+
+/** Finished tasks of the last day whose feature branch deletion was never recorded. */
+export async function branchesToSweep(db: DbOrTx, limit = 20): Promise<Array<{ id: number; project_id: number; branch: string }>> {
+  const r = await sql<{ id: number; project_id: number; branch: string }>`
+    SELECT t.id, t.project_id, t.branch FROM tasks t
+    WHERE ${stageIsTerminal('t.stage')} AND t.branch IS NOT NULL
+      AND t.updated_at > now() - interval '1 day'
+      AND NOT EXISTS (SELECT 1 FROM task_events e WHERE e.task_id = t.id AND e.kind IN ('branch_deleted', 'branch_delete_refused'))
+    ORDER BY t.id
+    LIMIT ${limit}
+  `.execute(db);
+  return r.rows;
 }

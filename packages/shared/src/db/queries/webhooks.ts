@@ -1,16 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
 
-/**
- * Try to take the transaction-scoped lock of one delivery content (two-int form: namespace
- * 'hook', hashtext of the key), so two identical deliveries arriving at once are not both acted
- * on. Never waits: false means another session is handling the same content right now.
- */
-export async function tryLockDeliveryKey(tx: DbOrTx, dedupeKey: string): Promise<boolean> {
-  const r = await sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(${0x686f6f6b}, hashtext(${dedupeKey})) AS ok`.execute(tx);
-  return r.rows[0]?.ok === true;
-}
-
 export async function deliverySeen(db: DbOrTx, dedupeKey: string): Promise<boolean> {
   const r = await db.selectFrom('webhook_deliveries').select('id').where('dedupe_key', '=', dedupeKey).executeTakeFirst();
   return r !== undefined;

@@ -1,6 +1,5 @@
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
-import type { Worker } from '../types.ts';
 
 export async function registerWorker(db: DbOrTx, w: { id: string; host: string; pid: number; slots: number }): Promise<void> {
   await db.insertInto('workers').values({ id: w.id, host: w.host, pid: w.pid, slots: w.slots }).execute();
@@ -14,8 +13,16 @@ export async function markWorkerStopped(db: DbOrTx, id: string): Promise<void> {
   await db.updateTable('workers').set({ stopped_at: sql`now()` }).where('id', '=', id).execute();
 }
 
-export async function getWorker(db: DbOrTx, id: string): Promise<Worker | undefined> {
-  return db.selectFrom('workers').selectAll().where('id', '=', id).executeTakeFirst();
+/**
+ * Whether a worker is alive: registered, not stopped, and its heartbeat younger than `timeoutS`
+ * by the database's clock (never the caller's: a host whose clock is off would judge wrongly).
+ */
+export async function workerAlive(db: DbOrTx, id: string, timeoutS: number): Promise<boolean> {
+  const r = await sql<{ alive: boolean }>`
+    SELECT stopped_at IS NULL AND now() - heartbeat_at < make_interval(secs => ${timeoutS}) AS alive
+    FROM workers WHERE id = ${id}
+  `.execute(db);
+  return r.rows[0]?.alive === true;
 }
 
 export interface WorkerView {

@@ -1,9 +1,9 @@
 /** Wiring a process: database, pg-boss, forge resolver, logger → Services. */
 import type { Config } from './config.ts';
-import { createDb } from './db/client.ts';
-import { createForgeResolver } from './forge/index.ts';
+import { createDb } from '../db/client.ts';
+import { createForgeResolver } from '../forge/index.ts';
 import type { Logger } from './logger.ts';
-import { createBoss, startBoss } from './queue.ts';
+import { createBoss, startBoss } from '../queue.ts';
 import type { Services } from './services.ts';
 
 export interface Runtime {
@@ -20,7 +20,7 @@ export async function openRuntime(
 ): Promise<Runtime> {
   const handle = createDb(connectionString, { max: opts.poolMax ?? 10, applicationName: opts.applicationName });
   const boss = createBoss(connectionString, { supervise: opts.superviseBoss ?? false });
-  boss.on('error', (err: Error) => log.warn({ err: err.message }, 'pg-boss error'));
+  boss.on('error', (err: Error) => log.warn({ err }, 'pg-boss error'));
   await startBoss(boss);
   const svc: Services = { db: handle.db, pool: handle.pool, boss, config, log, forgeFor: createForgeResolver(handle.db, config) };
   return {

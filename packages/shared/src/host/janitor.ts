@@ -6,8 +6,8 @@
  * Orphan agents are killed by `killOrphanAgents` (shared/orphans.ts).
  */
 import fs from 'node:fs/promises';
-import type { DbOrTx } from './db/client.ts';
-import { terminalTaskIds } from './db/queries/reaper.ts';
+import type { DbOrTx } from '../db/client.ts';
+import { terminalTaskIds } from '../db/queries/tasks.ts';
 import { removeTaskFiles, taskIdsWithFiles } from './task-files.ts';
 
 /** Returns how many tasks' files were removed. */

@@ -5,25 +5,17 @@
  * an up-to-date branch skips the update. Never force-pushes; base only moves through the
  * forge's merge. The merge call itself is the critical window: a cancel waits for it.
  */
+import { releaseMergeLock, tryMergeLock } from '@orch/shared/db/queries/advisory-locks';
 import { appendEvent } from '@orch/shared/db/queries/events';
-import { clearLease, recordLease, releaseMergeLock, tryMergeLock } from '@orch/shared/db/queries/merge-leases';
-import { enterCriticalWindow, getTask, leaveCriticalWindow, updateTask } from '@orch/shared/db/queries/tasks';
+import { clearLease, recordLease } from '@orch/shared/db/queries/merge-leases';
+import { enterCriticalWindow, getTask, leaveCriticalWindow, recordMergedSha, setTaskPullRequest } from '@orch/shared/db/queries/tasks';
 import type { PullRequest } from '@orch/shared/forge/types';
-import type { JobContext, RunningJob } from './run-job.ts';
-import { StepStopped } from './run-job.ts';
-import type { Forge } from '@orch/shared/forge/types';
-import type { Project, Task } from '@orch/shared/db/types';
-import type { Logger } from '@orch/shared/logger';
-import type { StepReport } from '@orch/shared/gates/index';
+import { StepStopped, type Step } from '../job-handle.ts';
 
 const LOCK_POLL_MS = 200;
 const MAX_OUT_OF_DATE_RETRIES = 3;
 
-export async function runMergeStep(
-  ctx: JobContext,
-  rj: RunningJob,
-  s: { task: Task; project: Project; forge: Forge; log: Logger },
-): Promise<{ report?: StepReport; criticalStepRan?: boolean }> {
+export const mergeStep: Step = async (ctx, rj, s) => {
   const { svc, workerId } = ctx;
   const { project, forge, log } = s;
   const job = rj.job;
@@ -46,10 +38,10 @@ export async function runMergeStep(
       let pr: PullRequest | null = task.pr_number !== null ? await forge.getPullRequest(task.pr_number) : null;
       if (!pr || pr.state === 'closed') {
         pr = await forge.ensurePullRequest({ head: task.branch!, base: project.base_branch, title: task.title, body: task.body, taskId: task.id });
-        await updateTask(svc.db, task.id, { pr_number: pr.number });
+        await setTaskPullRequest(svc.db, task.id, pr.number);
       }
       if (pr.state === 'merged') {
-        await updateTask(svc.db, task.id, { merged_sha: pr.mergedSha });
+        await recordMergedSha(svc.db, task.id, pr.mergedSha);
         await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'pr_already_merged', actor, data: { pr: pr.number, sha: pr.mergedSha } });
         return { criticalStepRan: true };
       }
@@ -78,7 +70,7 @@ export async function runMergeStep(
         throw err;
       }
       if (result.kind === 'merged' || result.kind === 'already_merged') {
-        await leaveCriticalWindow(svc.db, task.id, { merged_sha: result.sha });
+        await leaveCriticalWindow(svc.db, task.id, { mergedSha: result.sha });
         rj.critical = false;
         await appendEvent(svc.db, {
           taskId: task.id,
@@ -107,4 +99,4 @@ export async function runMergeStep(
     }
     client.release();
   }
-}
+};

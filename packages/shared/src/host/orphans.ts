@@ -9,8 +9,8 @@
  * deployment on the same machine, is never touched. The leader (often an `sh -c`) may be gone
  * while children that ignored SIGTERM live on in its group, so every member is looked at.
  */
-import type { DbOrTx } from './db/client.ts';
-import { agentPidsOfFinishedJobs } from './db/queries/reaper.ts';
+import type { DbOrTx } from '../db/client.ts';
+import { agentPidsOfFinishedJobs } from '../db/queries/agent-runs.ts';
 import { killGroup } from './process-group.ts';
 import { liveProcesses, processEnvVar } from './procfs.ts';
 

@@ -1,0 +1,70 @@
+/**
+ * The long-running roles, once: how each starts on a runtime and stops. `orch api`, `orch worker`
+ * and `orch reaper` run one role each (`serveUntilSignal`); `orch up` runs all of them on one
+ * runtime, in this order, and stops them in the same order — intake first, then the worker
+ * (finishing or releasing its jobs), then the reaper — before the database.
+ */
+import { createApp } from '@orch/api/app';
+import { serveApp } from '@orch/api/serve';
+import { createReaper } from '@orch/reaper/reaper';
+import { createAgent } from '@orch/shared/agents/index';
+import type { Logger } from '@orch/shared/runtime/logger';
+import type { Runtime } from '@orch/shared/runtime/process-runtime';
+import { createTracker } from '@orch/shared/tracker/index';
+import { createWorker } from '@orch/worker/worker';
+import { startTrackerLoops } from './tracker-loops.ts';
+
+export interface RoleOptions {
+  /** api: the port (default ORCH_API_PORT) */
+  port?: number;
+  /** api: told the address it listens on */
+  onListening?: (url: string) => void;
+}
+
+export interface Role {
+  /** process name: logs and Postgres application_name */
+  name: string;
+  /** this role runs pg-boss's maintenance (one per fleet is enough; more are harmless) */
+  superviseBoss: boolean;
+  /** start on `rt`; resolves to the role's graceful stop */
+  start(rt: Runtime, log: Logger, opts: RoleOptions): Promise<() => Promise<void>>;
+}
+
+export const ROLES = {
+  api: {
+    name: 'orch-api',
+    superviseBoss: false,
+    async start(rt, log, opts) {
+      const { api } = rt.svc.config;
+      const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config) });
+      const server = await serveApp(app, opts.port ?? api.port, api.host);
+      log.info({ port: server.port, host: api.host }, 'api listening');
+      opts.onListening?.(`http://${api.host}:${server.port}`);
+      return () => server.close();
+    },
+  },
+  worker: {
+    name: 'orch-worker',
+    superviseBoss: false,
+    async start(rt, log) {
+      const worker = createWorker({ svc: rt.svc, agent: await createAgent(rt.svc.config), connectionString: rt.connectionString, log });
+      await worker.start();
+      return () => worker.stop();
+    },
+  },
+  reaper: {
+    name: 'orch-reaper',
+    superviseBoss: true,
+    async start(rt, log) {
+      const reaper = createReaper({ svc: rt.svc, connectionString: rt.connectionString, log });
+      reaper.start();
+      const trackerLoops = startTrackerLoops(rt, log);
+      return async () => {
+        await trackerLoops.stop();
+        await reaper.stop();
+      };
+    },
+  },
+} satisfies Record<string, Role>;
+
+export type RoleName = keyof typeof ROLES;

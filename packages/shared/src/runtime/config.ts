@@ -1,0 +1,260 @@
+/**
+ * The whole environment, declared once and validated once at start. Each setting is one
+ * declaration below — variable, type, default, a line of doc, secret or not (setting.ts) — and
+ * its place in the tree is its place in the typed `Config`. Validation, `orch config` and the
+ * reference (docs/configuration.md, .env.example) are derived from these declarations. Nothing
+ * else in orch reads `process.env`. A bad value stops the process with a message naming the
+ * variable.
+ */
+import os from 'node:os';
+import path from 'node:path';
+import {
+  choice,
+  computed,
+  dirPath,
+  flag,
+  httpUrl,
+  list,
+  number,
+  optionalNumber,
+  parseDeclarations,
+  settingsOf,
+  text,
+  together,
+  type ConfigOf,
+  type Declaration,
+  type SettingEntry,
+} from './setting.ts';
+
+/** Reference sections: every setting's env name → the section it is documented in. */
+const SECTIONS = new Map<string, string>();
+function section<T extends Record<string, Declaration>>(title: string, decls: T): T {
+  for (const e of settingsOf(decls)) SECTIONS.set(e.setting.env, title);
+  return decls;
+}
+
+export const AGENT_KINDS = ['claude', 'codex', 'command', 'demo'] as const;
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+export const SETTINGS = {
+  ...section('Database and home', {
+    databaseUrl: text('DATABASE_URL', {
+      doc: 'Postgres URL. Unset: `orch up` starts an embedded Postgres in $ORCH_HOME/pgdata and the other commands use it.',
+      secret: true,
+      pattern: /^postgres(ql)?:\/\//,
+      expected: 'a postgres:// URL',
+    }),
+    home: dirPath('ORCH_HOME', { default: '.orch', doc: 'Where `orch up` keeps its data: embedded Postgres, local repos, worktrees.' }),
+    embeddedPgPort: number('ORCH_EMBEDDED_PG_PORT', { default: 54329, int: true, min: 1, max: 65535, doc: 'Port of the embedded Postgres started by `orch up` (127.0.0.1 only).' }),
+  }),
+  ...section('API', {
+    api: {
+      port: number('ORCH_API_PORT', { default: 8080, int: true, min: 0, max: 65535, doc: 'Port of `orch api` (and `orch up`).' }),
+      host: text('ORCH_API_HOST', { default: '127.0.0.1', doc: 'Address the API listens on.' }),
+      token: text('ORCH_API_TOKEN', {
+        doc: 'When set, every mutating route except the Plane webhook needs `Authorization: Bearer <token>`; the dashboard asks for it once per browser session.',
+        secret: true,
+      }),
+      bodyLimitBytes: number('ORCH_API_BODY_LIMIT_BYTES', { default: 1_048_576, int: true, min: 1024, doc: 'Largest request body accepted (bytes); larger is a 413.' }),
+    },
+  }),
+  ...section('Workers', {
+    maxConcurrency: number('ORCH_MAX_CONCURRENCY', { default: 4, int: true, min: 1, doc: 'Running jobs fleet-wide (every worker must use the same value). Projects have their own cap too.' }),
+    workerSlots: number('ORCH_WORKER_SLOTS', { default: 4, int: true, min: 1, doc: 'Jobs one worker process runs at once.' }),
+    hostId: computed('ORCH_HOST_ID', { compute: () => os.hostname(), shownDefault: 'the OS hostname', doc: "This host's identity (same host = same id)." }),
+    worktreeRoot: dirPath('ORCH_WORKTREE_ROOT', {
+      default: (r) => path.join(r.get('ORCH_HOME') as string, 'worktrees'),
+      shownDefault: '$ORCH_HOME/worktrees',
+      doc: "Where this host keeps mirrors, tasks' working trees and per-job run dirs.",
+    }),
+    heartbeat: {
+      intervalS: number('ORCH_HEARTBEAT_INTERVAL_S', { default: 2, min: 0.05, doc: 'Workers heartbeat this often (seconds).' }),
+      timeoutS: number('ORCH_HEARTBEAT_TIMEOUT_S', { default: 10, min: 0.1, doc: 'A heartbeat older than this is stale (must be greater than the interval).' }),
+    },
+    workerShutdownS: number('ORCH_WORKER_SHUTDOWN_S', { default: 30, min: 0, doc: 'On SIGTERM: let running jobs finish this long, then stop their agents and requeue their jobs.' }),
+    dispatchPollS: number('ORCH_DISPATCH_POLL_S', { default: 2, min: 0.05, doc: 'Idle workers look for claimable work this often besides NOTIFY (a backstop).' }),
+    jobMaxAttempts: number('ORCH_JOB_MAX_ATTEMPTS', { default: 3, int: true, min: 1, doc: 'Attempts per stage before the task is blocked.' }),
+    retryBackoffBaseS: number('ORCH_RETRY_BACKOFF_BASE_S', { default: 10, min: 0, doc: 'A retry waits base · 2^(attempt−1) seconds, at most 300.' }),
+    maxReviewRounds: number('ORCH_MAX_REVIEW_ROUNDS', { default: 3, int: true, min: 0, doc: 'review → implementation send-backs before the task is blocked (review_rounds_exhausted).' }),
+  }),
+  ...section('Agents', {
+    agent: {
+      kind: choice('ORCH_AGENT', AGENT_KINDS, { default: 'demo', doc: 'The agent every stage runs.' }),
+      command: text('ORCH_AGENT_CMD', { doc: 'With ORCH_AGENT=command: the command line, run through `sh -c` in the worktree.' }),
+      demoDelayMs: number('ORCH_DEMO_DELAY_MS', { default: 300, int: true, min: 0, doc: 'Delay of the built-in demo agent (ms).' }),
+      timeoutS: number('ORCH_AGENT_TIMEOUT_S', { default: 3600, min: 1, doc: 'Per stage attempt: the agent is stopped (SIGTERM, grace, SIGKILL) and the job fails.' }),
+      maxCostUsd: number('ORCH_AGENT_MAX_COST_USD', { default: 0, min: 0, doc: 'Per stage attempt, for agents that report cost (claude); 0 = no limit.' }),
+      model: text('ORCH_AGENT_MODEL', { doc: 'Passed as --model to claude and codex when set.' }),
+      claude: {
+        bin: text('ORCH_CLAUDE_BIN', { doc: 'The claude executable (default: `claude` on PATH).' }),
+        maxTurns: optionalNumber('ORCH_CLAUDE_MAX_TURNS', { int: true, min: 1, doc: '--max-turns for claude (unset: no flag).' }),
+        permissionMode: text('ORCH_CLAUDE_PERMISSION_MODE', { doc: '--permission-mode for claude (default: acceptEdits).' }),
+        allowedTools: list('ORCH_CLAUDE_ALLOWED_TOOLS', {
+          shownDefault: 'Bash,Read,Edit,Write,Glob,Grep',
+          doc: 'Comma list for claude --allowedTools; `none` passes no flag.',
+        }),
+      },
+      codex: {
+        bin: text('ORCH_CODEX_BIN', { doc: 'The codex executable (default: `codex` on PATH).' }),
+      },
+    },
+  }),
+  ...section('STOP', {
+    stop: {
+      enabled: flag('ORCH_STOP_STATUS_ENABLED', { default: true, doc: 'false: the Plane STOP status is ignored, POST /tasks/:id/stop answers 409, `orch stop` fails.' }),
+      graceS: number('ORCH_STOP_GRACE_S', { default: 5, min: 0, doc: "SIGTERM → this grace → SIGKILL, for the agent's whole process group." }),
+      pollS: number('ORCH_CANCEL_POLL_S', { default: 1, min: 0.05, doc: 'Workers poll for cancels this often besides LISTEN.' }),
+    },
+  }),
+  ...section('Reaper', {
+    reaper: {
+      enabled: flag('ORCH_REAPER_ENABLED', { default: true, doc: 'false: `orch reaper` does nothing.' }),
+      intervalS: number('ORCH_REAPER_INTERVAL_S', { default: 5, min: 0.05, doc: 'Seconds between reaper ticks.' }),
+      deadTicks: number('ORCH_REAPER_DEAD_TICKS', { default: 2, int: true, min: 1, doc: 'Tier 1: consecutive ticks with a dead owner before its job is failed (and requeued).' }),
+      maxRunningS: number('ORCH_REAPER_MAX_RUNNING_S', { default: 7200, min: 1, doc: 'Tier 3: a job running longer than this is killed and failed.' }),
+      finalizeGraceS: number('ORCH_REAPER_FINALIZE_GRACE_S', { default: 300, min: 0, doc: 'Tier 2: a job whose agent exit was recorded this long ago is finalized by the reaper.' }),
+      leaseReclaimEnabled: flag('ORCH_LEASE_RECLAIM_ENABLED', { default: true, doc: 'Reclaim merge leases whose holder is dead or older than the TTL.' }),
+      mergeLeaseTtlS: number('ORCH_MERGE_LEASE_TTL_S', { default: 900, min: 1, doc: "A merge lease older than this is reclaimed (its holder's backend terminated)." }),
+    },
+  }),
+  ...section('Logs', {
+    logLevel: choice('ORCH_LOG_LEVEL', LOG_LEVELS, { default: 'info', doc: 'pino level (pretty on a TTY, JSON otherwise).' }),
+  }),
+  ...section('Plane', {
+    plane: {
+      api: together({
+        baseUrl: httpUrl('PLANE_BASE_URL', { doc: 'Plane, e.g. https://plane.example.com (no /api/v1). Set the three PLANE_ API settings together, or none.' }),
+        apiKey: text('PLANE_API_KEY', { doc: "The API key orch acts with (Plane's X-API-Key).", secret: true }),
+        workspaceSlug: text('PLANE_WORKSPACE_SLUG', { doc: "The workspace's slug." }),
+      }),
+      webhookSecret: text('PLANE_WEBHOOK_SECRET', { doc: 'Required for POST /webhooks/plane (503 without it).', secret: true }),
+      botUserId: text('PLANE_BOT_USER_ID', { doc: 'The Plane user orch acts as: webhooks caused by it (echoes) are ignored.' }),
+      states: {
+        start: text('PLANE_STATE_START', { default: 'To Analyse', doc: 'State name that starts a task (matched case-insensitively).' }),
+        stop: text('PLANE_STATE_STOP', { default: 'STOP', doc: 'State name that cancels a task.' }),
+        in_progress: text('PLANE_STATE_IN_PROGRESS', { default: 'In Progress', doc: 'State orch moves a picked-up issue to.' }),
+        in_review: text('PLANE_STATE_IN_REVIEW', { default: 'In Review', doc: 'State orch moves an issue to when its review starts.' }),
+        done: text('PLANE_STATE_DONE', { default: 'Done', doc: 'State orch moves an issue to when its task is done.' }),
+        cancelled: text('PLANE_STATE_CANCELLED', { default: 'Cancelled', doc: 'State orch moves an issue to when its task is cancelled.' }),
+        blocked: text('PLANE_STATE_BLOCKED', { default: 'Blocked', doc: 'State orch moves an issue to when its task is blocked.' }),
+      },
+    },
+    tracker: {
+      outboxIntervalS: number('ORCH_OUTBOX_INTERVAL_S', { default: 2, min: 0.05, doc: 'Deliver queued Plane calls (state changes, comments) this often; run by `orch reaper` / `up`.' }),
+      reconcileS: number('ORCH_PLANE_RECONCILE_S', { default: 60, min: 0, doc: 'Poll Plane for issues in the start/stop states that orch missed; 0 = off.' }),
+    },
+  }),
+  ...section('Gitea', {
+    gitea: together({
+      baseUrl: httpUrl('GITEA_BASE_URL', { doc: 'Gitea, for projects added with --gitea owner/repo. Set both GITEA_ settings, or neither.' }),
+      token: text('GITEA_TOKEN', { doc: 'A Gitea API token of the user orch acts as.', secret: true }),
+    }),
+  }),
+} satisfies Record<string, Declaration>;
+
+export type Config = ConfigOf<typeof SETTINGS>;
+export type AgentKind = Config['agent']['kind'];
+
+/** Rules between settings, after each one parsed on its own. */
+const CHECKS: Array<(c: Config) => string | null> = [
+  (c) => (c.agent.kind === 'command' && !c.agent.command ? 'ORCH_AGENT_CMD: required when ORCH_AGENT=command' : null),
+  (c) => (c.heartbeat.timeoutS <= c.heartbeat.intervalS ? 'ORCH_HEARTBEAT_TIMEOUT_S: must be greater than ORCH_HEARTBEAT_INTERVAL_S' : null),
+];
+
+export class ConfigError extends Error {
+  readonly issues: string[];
+  constructor(issues: string[]) {
+    super(`invalid configuration:\n${issues.map((i) => `  ${i}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/** Parse an environment (default: the process's). Throws ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const { value, issues } = parseDeclarations(SETTINGS, env);
+  if (issues.length) throw new ConfigError(issues);
+  const more = CHECKS.map((check) => check(value)).filter((i): i is string => i !== null);
+  if (more.length) throw new ConfigError(more);
+  return value;
+}
+
+/** Every declared setting, in declaration order, with its reference section. */
+export function settingEntries(): Array<SettingEntry & { section: string }> {
+  return settingsOf(SETTINGS).map((e) => ({ ...e, section: SECTIONS.get(e.setting.env) ?? 'Other' }));
+}
+
+export interface EffectiveSetting {
+  env: string;
+  /** the effective value as text; secrets are masked */
+  value: string;
+  source: 'env' | 'default';
+  secret: boolean;
+  section: string;
+}
+
+/** What `orch config` prints: every setting's effective value and where it came from. */
+export function effectiveSettings(config: Config, env: Record<string, string | undefined> = process.env): EffectiveSetting[] {
+  return settingEntries().map(({ path: p, setting, section }) => {
+    const fromEnv = env[setting.env] !== undefined && env[setting.env]!.trim() !== '';
+    const v = p.split('.').reduce<unknown>((o, k) => (o === null || o === undefined ? undefined : (o as Record<string, unknown>)[k]), config);
+    const shown = v === undefined || v === null ? '' : Array.isArray(v) ? (v.length ? v.join(',') : 'none') : String(v);
+    return { env: setting.env, value: setting.secret && shown ? '********' : shown, source: fromEnv ? 'env' : 'default', secret: setting.secret, section };
+  });
+}
+
+/** docs/configuration.md, generated from the declarations (`orch config --reference`). */
+export function settingsReference(): string {
+  const rows = settingEntries();
+  let out =
+    '# Configuration reference\n\n' +
+    '<!-- generated by `./orch config --reference > docs/configuration.md`; a test fails when it is stale -->\n\n' +
+    'Every setting is an environment variable, all optional. A bad value stops the process at start with a\n' +
+    'message naming the variable. Booleans: `true/1/yes/on` or `false/0/no/off`. Secrets are never printed\n' +
+    '(`orch config` masks them) and never reach an agent.\n';
+  for (const title of [...new Set(rows.map((r) => r.section))]) {
+    out += `\n## ${title}\n\n| variable | type | default | meaning |\n|---|---|---|---|\n`;
+    for (const r of rows.filter((x) => x.section === title)) {
+      const s = r.setting;
+      const def = s.shownDefault === '' ? '—' : `\`${s.shownDefault}\``;
+      out += `| \`${s.env}\`${s.secret ? ' (secret)' : ''} | ${s.type} | ${def} | ${s.doc.replace(/\|/g, '\\|')} |\n`;
+    }
+  }
+  return out;
+}
+
+/** .env.example, generated from the declarations (`orch config --env-example`). */
+export function envExample(): string {
+  const rows = settingEntries();
+  let out =
+    '# orch settings. Every variable is optional; the value shown is the default.\n' +
+    '# Generated by `./orch config --env-example > .env.example`; docs/configuration.md has the same, as a table.\n' +
+    '# A bad value stops the process at start with a message naming the variable.\n' +
+    '# Booleans: true/1/yes/on or false/0/no/off.\n';
+  for (const title of [...new Set(rows.map((r) => r.section))]) {
+    out += `\n# --- ${title} ${'-'.repeat(Math.max(3, 90 - title.length))}\n`;
+    for (const r of rows.filter((x) => x.section === title)) {
+      const s = r.setting;
+      out += `# ${s.doc}${s.type !== 'string' && s.type !== 'path' ? ` (${s.type})` : ''}\n`;
+      const def = s.shownDefault.includes('$') || s.shownDefault.includes(' ') ? '' : s.shownDefault;
+      out += `${s.env}=${def}\n`;
+    }
+  }
+  out +=
+    '\n# --- runtime (read by the ./orch launcher from its environment, not by orch) -------------------\n' +
+    '# Node flags for orch\'s processes. The default bounds V8\'s young generation so that RSS stays\n' +
+    '# flat; set it empty for Node\'s defaults.\n' +
+    'ORCH_NODE_FLAGS=--max-semi-space-size=16\n';
+  return out;
+}
+/** The variables an agent process must never inherit: every secret setting, and the test suite's database. */
+export const SECRET_ENV_VARS: readonly string[] = [...settingEntries().filter((e) => e.setting.secret).map((e) => e.setting.env), 'TEST_DATABASE_URL'];
+
+/** The process environment minus orch's secrets: the base of every child process's env. */
+export function childBaseEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && !(SECRET_ENV_VARS as readonly string[]).includes(k)) out[k] = v;
+  }
+  return out;
+}
