@@ -94,8 +94,9 @@ export interface AgentRunsTable {
   exit_code: number | null;
   signal: string | null;
   cost_usd: ColumnType<string | null, number | string | null | undefined, number | string | null>;
-  tokens_in: ColumnType<string | null, number | null | undefined, number | null>;
-  tokens_out: ColumnType<string | null, number | null | undefined, number | null>;
+  // bigint, read as a number (db/client.ts parses int8)
+  tokens_in: ColumnType<number | null, number | null | undefined, number | null>;
+  tokens_out: ColumnType<number | null, number | null | undefined, number | null>;
   log_tail: Generated<string>;
   error: string | null;
 }
@@ -107,7 +108,8 @@ export interface TaskEventsTable {
   kind: string;
   actor: string;
   reason: string | null;
-  data: Json;
+  /** always an object (appendEvent) */
+  data: ColumnType<Record<string, unknown>, string | undefined, string>;
   created_at: Timestamp;
 }
 
