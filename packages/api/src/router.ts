@@ -11,7 +11,7 @@ import { ErrorSchema } from './schemas.ts';
 type Issue = z.core.$ZodIssue;
 
 /** `id: must be a positive integer`, `title: Too small …`, `body: Invalid input …` */
-export function describeIssue(target: string, issue: Issue): string {
+function describeIssue(target: string, issue: Issue): string {
   const where = issue.path.join('.') || (target === 'json' ? 'body' : target);
   return `${where}: ${issue.message}`;
 }

@@ -14,7 +14,7 @@ interface Operation {
 }
 
 /** A plain reference page rendered from the OpenAPI document (no external assets). */
-export function docsPage(doc: OpenApiDocument): string {
+function docsPage(doc: OpenApiDocument): string {
   const paths = doc.paths as Record<string, Record<string, Operation>>;
   const schemas = (doc.components as { schemas: Record<string, unknown> }).schemas;
   const rows = Object.entries(paths).flatMap(([p, ops]) =>

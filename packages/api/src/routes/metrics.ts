@@ -28,7 +28,7 @@ function grid(rows: q.LabelledCount[], axes: Record<string, readonly string[]>):
   return out;
 }
 
-export async function collectMetrics(d: ApiDeps): Promise<Family[]> {
+async function collectMetrics(d: ApiDeps): Promise<Family[]> {
   const db = d.db;
   const [jobs, tasks, depth, workers, dispatch, durations, stopLat, agents, reaper, stop, webhooks, backlog, leases] = await Promise.all([
     q.jobsByStatusAndStage(db),

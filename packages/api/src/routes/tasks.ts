@@ -14,7 +14,7 @@ import { AUTH_ERRORS, BODY_ERRORS, errors, INTERNAL_ERROR, json, router } from '
 import { AgentRunSchema, ArtefactSchema, JobSchema, TaskEventSchema, TaskSchema } from '../schemas.ts';
 
 /** The body of `POST /tasks`. */
-export const newTaskSchema = z
+const newTaskSchema = z
   .strictObject({
     project: z.string().min(1).max(63).openapi({ description: 'project slug' }),
     title: z.string().trim().min(1).max(500),

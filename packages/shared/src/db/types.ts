@@ -1,11 +1,10 @@
 /** The schema as Kysely sees it; Selectable/Insertable/Updateable derive from here. */
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
 import type { JobStatus, TaskStage, WorkStage } from '../stages.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 type Json = ColumnType<unknown, string | undefined, string>;
-type BigintId = ColumnType<number, number | undefined, number>;
 
 export interface ProjectsTable {
   id: Generated<number>;
@@ -214,11 +213,8 @@ export interface Database {
 export type Project = Selectable<ProjectsTable>;
 export type NewProject = Insertable<ProjectsTable>;
 export type Task = Selectable<TasksTable>;
-export type TaskUpdate = Updateable<TasksTable>;
 export type Job = Selectable<JobsTable>;
 export type AgentRun = Selectable<AgentRunsTable>;
 export type TaskEvent = Selectable<TaskEventsTable>;
 export type Artefact = Selectable<ArtefactsTable>;
-export type Worker = Selectable<WorkersTable>;
 export type PullRequestRow = Selectable<PullRequestsTable>;
-export type MergeLease = Selectable<MergeLeasesTable>;
