@@ -111,7 +111,11 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
     initdbFlags: ['--locale=C.UTF-8', '--lc-messages=C', '--encoding=UTF8'],
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'lc_messages=C'],
     onLog: (m: string) => said.add(m),
-    onError: (e: unknown) => said.add(String((e as Error)?.message ?? e)),
+    onError: (e: unknown) => {
+      const msg = String((e as Error)?.message ?? e);
+      said.add(msg);
+      log(`postgres: ${msg}`);
+    },
   });
   const failed = (what: string) => (err: unknown) => {
     throw new Error(`embedded Postgres ${what} (data ${dataDir}, port ${port}): ${said.explain(err, { dataDir, port })}`);
@@ -137,8 +141,8 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
 }
 
 /**
- * What Postgres (and initdb) wrote, kept to explain a failed start in one line: its first FATAL,
- * PANIC or ERROR, and what to do about the usual causes.
+ * What Postgres (and initdb) wrote, kept to explain a failed start in one line: its first failed
+ * bind, else its first FATAL, PANIC or ERROR, and what to do about the usual causes.
  */
 class PostgresOutput {
   private lines: string[] = [];
