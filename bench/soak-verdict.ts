@@ -32,7 +32,7 @@ export interface SoakCheck {
   ok: boolean;
 }
 
-export const DRIFT_LIMIT = 0.1;
+const DRIFT_LIMIT = 0.1;
 
 const median = (xs: number[]) => percentile(xs, 50);
 

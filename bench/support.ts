@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../packages/shared/src/runtime/config.ts';
-import { createDb, type DbHandle } from '../packages/shared/src/db/client.ts';
+import { createDb } from '../packages/shared/src/db/client.ts';
 import { migrateToLatest } from '../packages/shared/src/db/migrate.ts';
 import { createBoss, startBoss } from '../packages/shared/src/queue.ts';
 import { openRuntime, type Runtime } from '../packages/shared/src/runtime/process-runtime.ts';
@@ -27,13 +27,13 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const CLI = path.join(ROOT, 'packages', 'cli', 'src', 'main.ts');
 /** The Node flags `./orch` and the deploy files run orch's processes with (see `./orch`). */
 export const NODE_FLAGS = ['--max-semi-space-size=16'];
-export const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** wall clock in ms with sub-ms resolution (comparable with `date +%s%N` on this host) */
 export const nowMs = () => performance.timeOrigin + performance.now();
 
-export function withDatabase(url: string, db: string): string {
+function withDatabase(url: string, db: string): string {
   const u = new URL(url);
   u.pathname = `/${db}`;
   return u.toString();
@@ -203,22 +203,3 @@ export function latencyRow(label: string, values: number[], target = ''): string
   return [label, String(s.n), fmt(s.p50), fmt(s.p90), fmt(s.p99), fmt(s.max), target];
 }
 export const LATENCY_HEADER = ['measure (ms)', 'n', 'p50', 'p90', 'p99', 'max', 'target'];
-
-/** Process-group members still alive (not zombies), read from /proc. */
-export async function groupMembers(pgid: number): Promise<number[]> {
-  const out: number[] = [];
-  for (const name of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8');
-      // pid (comm) state ppid pgrp ...  — comm may contain spaces/parens: split after the last ')'
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      const state = rest[0];
-      const pgrp = Number(rest[2]);
-      if (pgrp === pgid && state !== 'Z' && state !== 'X') out.push(Number(name));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}

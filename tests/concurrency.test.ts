@@ -37,9 +37,13 @@ describe('claim-before-act', () => {
     await insertArtefact(db, { taskId: task.id, jobId: job.id, stage: 'analysis', name: 'analysis.md', content: '# plan' });
 
     const outcomes = await Promise.all(Array.from({ length: 12 }, (_, i) => finalizeJob(orch!.rt.svc, job.id, `racer-${i}`)));
-    const kinds = outcomes.map((o) => o.kind);
-    expect(kinds.filter((k) => k === 'finalized')).toHaveLength(1);
-    expect(kinds.filter((k) => k === 'finalized' || k === 'lost' || k === 'not_running')).toHaveLength(12);
+    // one winner, and it is the one that acted: the flipped row is its own, and the only
+    // job_done event is signed by it (the other eleven, lost or late, wrote nothing)
+    const winners = outcomes.flatMap((o, i) => (o.kind === 'finalized' ? [{ o, actor: `racer-${i}` }] : []));
+    expect(winners).toHaveLength(1);
+    expect(winners[0]!.o).toMatchObject({ job: { id: job.id, status: 'done' }, verdict: { verdict: 'pass' } });
+    const done = await sql<{ actor: string }>`SELECT actor FROM task_events WHERE task_id = ${task.id} AND kind = 'job_done'`.execute(db);
+    expect(done.rows.map((r) => r.actor)).toEqual([winners[0]!.actor]);
 
     const jobs = await listTaskJobs(db, task.id);
     expect(jobs.map((j) => [j.stage, j.status])).toEqual([

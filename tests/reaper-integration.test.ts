@@ -284,8 +284,10 @@ describe('claim-before-act', () => {
     const { task, job } = await runningJob(o, 'w1');
     await agentExited(o, job);
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => finalizeJob(o.rt.svc, job.id, `racer-${i}`)));
+    const winner = results.findIndex((r) => r.kind === 'finalized');
     expect(results.filter((r) => r.kind === 'finalized')).toHaveLength(1);
-    expect(results.every((r) => r.kind === 'finalized' || r.kind === 'lost' || r.kind === 'not_running')).toBe(true);
+    // the winner acted and nobody else did: the one job_done event is the winner's
+    expect((await events(o, task.id, 'job_done')).map((e) => e.actor)).toEqual([`racer-${winner}`]);
     const jobs = await listTaskJobs(o.rt.svc.db, task.id);
     expect(jobs.map((j) => [j.stage, j.status])).toEqual([
       ['analysis', 'done'],

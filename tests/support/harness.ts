@@ -101,7 +101,7 @@ export interface Orch {
   close(): Promise<void>;
 }
 
-export const FAST_ENV: Record<string, string> = {
+const FAST_ENV: Record<string, string> = {
   ORCH_AGENT: 'demo',
   ORCH_DEMO_DELAY_MS: '20',
   ORCH_HEARTBEAT_INTERVAL_S: '0.2',

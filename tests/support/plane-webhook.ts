@@ -7,9 +7,9 @@
  */
 import { createHmac } from 'node:crypto';
 
-export const PLANE_WEBHOOK_ID = '3c2c32ac-82df-48b3-be2a-a3e21dbe8692';
+const PLANE_WEBHOOK_ID = '3c2c32ac-82df-48b3-be2a-a3e21dbe8692';
 export const PLANE_WORKSPACE_ID = 'd2d97c94-a6ad-4012-b526-5577c0d7c769';
-export const PLANE_ACTOR_ID = '7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d';
+const PLANE_ACTOR_ID = '7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d';
 
 /** State ids of the states the tests move issues through. */
 export const PLANE_STATE_IDS: Readonly<Record<string, string>> = {

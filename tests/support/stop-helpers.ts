@@ -15,7 +15,7 @@ import { groupMembers } from '@orch/shared/host/process-group';
 import { ROOT, tempDir, waitFor, type Orch } from './harness.ts';
 import { planeStateChangeBody, signPlaneBody } from './plane-webhook.ts';
 
-export const STOP_AGENT = path.join(ROOT, 'tests', 'fixtures', 'agents', 'stop-agent.sh');
+const STOP_AGENT = path.join(ROOT, 'tests', 'fixtures', 'agents', 'stop-agent.sh');
 
 /** A control directory for the shell agent and the env that selects it. */
 export async function agentControl(): Promise<{ ctrl: string; env: Record<string, string>; mode(key: string, mode: string): Promise<void> }> {

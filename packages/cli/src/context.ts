@@ -57,7 +57,7 @@ export async function checkDatabase(url: string, opts: { requireMigrated?: boole
   }
 }
 
-export async function runtime(cfg: Config, log: Logger, applicationName: string, opts: { superviseBoss?: boolean } = {}): Promise<Runtime> {
+async function runtime(cfg: Config, log: Logger, applicationName: string, opts: { superviseBoss?: boolean } = {}): Promise<Runtime> {
   const url = await databaseUrl(cfg);
   await checkDatabase(url);
   return openRuntime(cfg, url, log, { applicationName, superviseBoss: opts.superviseBoss });

@@ -22,7 +22,7 @@ export interface LogEntry {
 const stamp = (d: Date) => d.toISOString().replace('T', ' ').replace('Z', '');
 
 /** Every line `orch logs` can print for a task, oldest first; `key` identifies a line across polls. */
-export function logEntries(jobs: Job[], runs: AgentRun[], events: TaskEvent[]): LogEntry[] {
+function logEntries(jobs: Job[], runs: AgentRun[], events: TaskEvent[]): LogEntry[] {
   const jobOf = new Map(jobs.map((j) => [j.id, j]));
   const out: LogEntry[] = events.map((e) => ({
     key: `e${e.id}`,

@@ -27,8 +27,9 @@ main().then(
   (code) => {
     process.exitCode = code;
   },
-  (err: Error) => {
-    process.stderr.write(`orch: ${err.message}\n`);
+  (err: unknown) => {
+    // a library may reject with a string, or with nothing at all
+    process.stderr.write(`orch: ${err instanceof Error ? err.message : String(err ?? 'failed')}\n`);
     process.exitCode = 1;
   },
 );

@@ -94,7 +94,7 @@ function stripHelp(options: Record<string, OptionSpec>): Record<string, ParseArg
 }
 
 /** A spec as a runnable command: `argv` is what follows the command's name. */
-export function toCommand(name: string, spec: Spec): Command {
+function toCommand(name: string, spec: Spec): Command {
   if (!isGroup(spec)) return (argv) => runSpec(name, spec, argv);
   return async (argv) => {
     const [sub, ...rest] = argv;

@@ -35,7 +35,7 @@ export type CancelRequestResult =
   | { status: 'already_done'; task: Task };
 
 /** Find a task by numeric id or by Plane issue id (live task of that issue). */
-export async function findTask(svc: Pick<Services, 'db'>, ref: string | number): Promise<Task | undefined> {
+async function findTask(svc: Pick<Services, 'db'>, ref: string | number): Promise<Task | undefined> {
   if (typeof ref === 'number' || /^\d+$/.test(ref)) return getTask(svc.db, Number(ref));
   return getLiveTaskByIssue(svc.db, ref);
 }

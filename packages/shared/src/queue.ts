@@ -14,7 +14,7 @@ import type { Database } from './db/types.ts';
 export const DISPATCH_QUEUE = 'orch-dispatch';
 export const DISPATCH_CHANNEL = 'orch_dispatch';
 export const CANCEL_CHANNEL = 'orch_cancel';
-export const BOSS_SCHEMA = 'pgboss';
+const BOSS_SCHEMA = 'pgboss';
 
 export type Boss = PgBoss;
 

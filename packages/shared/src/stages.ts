@@ -17,7 +17,7 @@ export type WorkStage = Exclude<Stage, 'done'>;
 
 /**
  * The step each work stage runs: an agent, the forge's merge, or the deploy command. The
- * worker's runner picks the step from here; `WORK_STAGES` and `AGENT_STAGES` are its keys.
+ * worker's runner picks the step from here; `WORK_STAGES` are its keys.
  */
 export const STAGE_STEPS = {
   analysis: 'agent',
@@ -28,8 +28,6 @@ export const STAGE_STEPS = {
 } as const satisfies Record<WorkStage, 'agent' | 'merge' | 'deploy'>;
 export type StepKind = (typeof STAGE_STEPS)[WorkStage];
 export const WORK_STAGES: readonly WorkStage[] = Object.keys(STAGE_STEPS) as WorkStage[];
-/** Stages whose step is an agent run (the branch is pushed after each). */
-export const AGENT_STAGES: ReadonlySet<Stage> = new Set(WORK_STAGES.filter((s) => STAGE_STEPS[s] === 'agent'));
 
 /**
  * Every edge of the stage graph. The first edge of a stage is its forward edge; an edge to an

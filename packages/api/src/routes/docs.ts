@@ -1,6 +1,7 @@
 /** `GET /openapi.json` and `GET /docs`: the API described by itself. */
-import { Hono } from 'hono';
-import { openApiDocument } from '../openapi.ts';
+import { createRoute, z } from '@hono/zod-openapi';
+import type { OpenApiDocument } from '../openapi.ts';
+import { json, router } from '../router.ts';
 
 const escapeHtml = (s: string) => s.replace(/[&<>"']/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[ch]!);
 
@@ -13,7 +14,7 @@ interface Operation {
 }
 
 /** A plain reference page rendered from the OpenAPI document (no external assets). */
-export function docsPage(doc: ReturnType<typeof openApiDocument>): string {
+function docsPage(doc: OpenApiDocument): string {
   const paths = doc.paths as Record<string, Record<string, Operation>>;
   const schemas = (doc.components as { schemas: Record<string, unknown> }).schemas;
   const rows = Object.entries(paths).flatMap(([p, ops]) =>
@@ -53,8 +54,24 @@ ${rows.join('\n')}
 `;
 }
 
-export function docsRoutes() {
-  const doc = openApiDocument();
-  const page = docsPage(doc);
-  return new Hono().get('/openapi.json', (c) => c.json(doc)).get('/docs', (c) => c.html(page));
+const openapiJson = createRoute({
+  method: 'get',
+  path: '/openapi.json',
+  summary: 'This document',
+  responses: { 200: json(z.record(z.string(), z.unknown()), 'OpenAPI 3.1') },
+});
+
+const docs = createRoute({
+  method: 'get',
+  path: '/docs',
+  summary: 'API reference (HTML)',
+  responses: { 200: { description: 'this document as a page', content: { 'text/html': { schema: z.string() } } } },
+});
+
+/** `document` is the whole app's, built once every route is mounted (see openapi.ts). */
+export function docsRoutes(document: () => OpenApiDocument) {
+  let page: string | undefined;
+  return router()
+    .openapi(openapiJson, (c) => c.json(document() as unknown as Record<string, unknown>, 200))
+    .openapi(docs, (c) => c.html((page ??= docsPage(document())), 200));
 }

@@ -3,12 +3,13 @@
  * answers the fleet's truth. Histograms cover every row ever (cumulative, as Prometheus expects):
  * `rate(orch_dispatch_latency_seconds_sum[5m]) / rate(..._count[5m])` is the recent mean.
  */
-import { Hono } from 'hono';
+import { createRoute, z } from '@hono/zod-openapi';
 import * as q from '@orch/shared/db/queries/metrics';
 import { outboxBacklog } from '@orch/shared/db/queries/outbox';
 import { JOB_STATUSES, TASK_STAGES, WORK_STAGES } from '@orch/shared/stages';
 import type { ApiDeps } from '../deps.ts';
 import { exposition, PROMETHEUS_CONTENT_TYPE, type Family, type Sample } from '../prometheus.ts';
+import { errors, INTERNAL_ERROR, router } from '../router.ts';
 
 const DISPATCH_BOUNDS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900];
 const STAGE_BOUNDS = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200];
@@ -27,7 +28,7 @@ function grid(rows: q.LabelledCount[], axes: Record<string, readonly string[]>):
   return out;
 }
 
-export async function collectMetrics(d: ApiDeps): Promise<Family[]> {
+async function collectMetrics(d: ApiDeps): Promise<Family[]> {
   const db = d.db;
   const [jobs, tasks, depth, workers, dispatch, durations, stopLat, agents, reaper, stop, webhooks, backlog, leases] = await Promise.all([
     q.jobsByStatusAndStage(db),
@@ -98,9 +99,19 @@ export async function collectMetrics(d: ApiDeps): Promise<Family[]> {
   ];
 }
 
+const metrics = createRoute({
+  method: 'get',
+  path: '/metrics',
+  summary: 'Prometheus metrics, computed from Postgres at scrape time',
+  responses: {
+    200: { description: 'text exposition format 0.0.4', content: { 'text/plain': { schema: z.string() } } },
+    ...errors(INTERNAL_ERROR),
+  },
+});
+
 export function metricsRoutes(d: ApiDeps) {
-  return new Hono().get('/metrics', async (c) => {
+  return router().openapi(metrics, async (c) => {
     const body = exposition(await collectMetrics(d));
-    return c.body(body, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' });
+    return c.text(body, 200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store' });
   });
 }

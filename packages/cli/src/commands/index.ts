@@ -8,7 +8,7 @@ import { apiCommand, reaperCommand, workerCommand } from './roles.ts';
 import { taskCommand, tasksCommand } from './task.ts';
 import { upCommand } from './up.ts';
 
-export const registry = buildRegistry([
+const registry = buildRegistry([
   { title: 'processes', specs: { up: upCommand, api: apiCommand, worker: workerCommand, reaper: reaperCommand, migrate: migrateCommand } },
   {
     title: 'operations',

@@ -1,13 +1,12 @@
 /** The Kysely client over a pg Pool. bigint/numeric come back as numbers where they are ids. */
 import pg from 'pg';
-import { Kysely, PostgresDialect, type Transaction } from 'kysely';
+import { Kysely, PostgresDialect } from 'kysely';
 import type { Database } from './types.ts';
 
 // int8 (ids, counts) → number: ids stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
 
 export type Db = Kysely<Database>;
-export type Tx = Transaction<Database>;
 /** Either a plain client or a transaction: query functions accept both. */
 export type DbOrTx = Kysely<Database>;
 

@@ -1,11 +1,10 @@
 /** The schema as Kysely sees it; Selectable/Insertable/Updateable derive from here. */
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
 import type { JobStatus, TaskStage, WorkStage } from '../stages.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 type Json = ColumnType<unknown, string | undefined, string>;
-type BigintId = ColumnType<number, number | undefined, number>;
 
 export interface ProjectsTable {
   id: Generated<number>;
@@ -94,8 +93,9 @@ export interface AgentRunsTable {
   exit_code: number | null;
   signal: string | null;
   cost_usd: ColumnType<string | null, number | string | null | undefined, number | string | null>;
-  tokens_in: ColumnType<string | null, number | null | undefined, number | null>;
-  tokens_out: ColumnType<string | null, number | null | undefined, number | null>;
+  // bigint, read as a number (db/client.ts parses int8)
+  tokens_in: ColumnType<number | null, number | null | undefined, number | null>;
+  tokens_out: ColumnType<number | null, number | null | undefined, number | null>;
   log_tail: Generated<string>;
   error: string | null;
 }
@@ -107,7 +107,8 @@ export interface TaskEventsTable {
   kind: string;
   actor: string;
   reason: string | null;
-  data: Json;
+  /** always an object (appendEvent) */
+  data: ColumnType<Record<string, unknown>, string | undefined, string>;
   created_at: Timestamp;
 }
 
@@ -212,11 +213,8 @@ export interface Database {
 export type Project = Selectable<ProjectsTable>;
 export type NewProject = Insertable<ProjectsTable>;
 export type Task = Selectable<TasksTable>;
-export type TaskUpdate = Updateable<TasksTable>;
 export type Job = Selectable<JobsTable>;
 export type AgentRun = Selectable<AgentRunsTable>;
 export type TaskEvent = Selectable<TaskEventsTable>;
 export type Artefact = Selectable<ArtefactsTable>;
-export type Worker = Selectable<WorkersTable>;
 export type PullRequestRow = Selectable<PullRequestsTable>;
-export type MergeLease = Selectable<MergeLeasesTable>;

@@ -42,7 +42,7 @@ export interface GiteaForgeOptions {
 }
 
 /** A Gitea answer outside what the calling method handles (including 401 for a bad token). */
-export class GiteaError extends Error {
+class GiteaError extends Error {
   readonly status: number;
   constructor(op: string, status: number, detail: string) {
     const hint = status === 401 ? ': Gitea rejected the token (check the Gitea API token)' : '';

@@ -28,7 +28,7 @@ export interface GateContext {
 
 type Check = (ctx: GateContext, run: AgentRun | undefined) => Promise<GateVerdict>;
 
-export const QG_CHECKS: Readonly<Record<WorkStage, Check>> = {
+const QG_CHECKS: Readonly<Record<WorkStage, Check>> = {
   async analysis(ctx, run) {
     const exit = exitVerdict(run?.exit_code);
     if (exit) return exit;

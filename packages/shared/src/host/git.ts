@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
 
-export class GitError extends Error {
+class GitError extends Error {
   readonly args: string[];
   readonly stderr: string;
   readonly exitCode: number | undefined;
@@ -37,7 +37,7 @@ export async function git(args: string[], opts: { cwd?: string; allowFail?: bool
 
 /** Serializes git operations on one repository within this process (ref and index locks). */
 const locks = new Map<string, Promise<unknown>>();
-export function withRepoLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+function withRepoLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const prev = locks.get(key) ?? Promise.resolve();
   const run = prev.then(fn, fn);
   const settled = run.then(
@@ -107,7 +107,7 @@ export async function syncMirror(root: string, projectSlug: string, remoteUrl: s
   });
 }
 
-export async function remoteBranchSha(repo: ProjectRepo, branch: string): Promise<string | null> {
+async function remoteBranchSha(repo: ProjectRepo, branch: string): Promise<string | null> {
   const r = await git(['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${branch}`], { cwd: repo.mirror, allowFail: true });
   return r.exitCode === 0 && r.stdout ? r.stdout : null;
 }
@@ -155,7 +155,7 @@ async function removeWorktreeUnlocked(repo: ProjectRepo, dir: string): Promise<v
 }
 
 /** Remove a task's worktree (idempotent). */
-export async function removeWorktree(repo: ProjectRepo | null, dir: string): Promise<void> {
+async function removeWorktree(repo: ProjectRepo | null, dir: string): Promise<void> {
   if (!repo) {
     await fs.rm(dir, { recursive: true, force: true });
     return;
@@ -166,10 +166,6 @@ export async function removeWorktree(repo: ProjectRepo | null, dir: string): Pro
 /** Push the worktree's HEAD to the remote feature branch (fast-forward only; never forced). */
 export async function pushBranch(dir: string, branch: string): Promise<string> {
   await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${branch}`], { cwd: dir });
-  return (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
-}
-
-export async function headSha(dir: string): Promise<string> {
   return (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
 }
 

@@ -44,7 +44,7 @@ export function killGroup(pid: number, signal: NodeJS.Signals): boolean {
   }
 }
 
-export function groupAlive(pid: number): boolean {
+function groupAlive(pid: number): boolean {
   try {
     process.kill(-pid, 0);
     return true;

@@ -152,6 +152,6 @@ export async function slotFreed(tx: DbOrTx, boss: Boss, jobId: number): Promise<
   await sendDispatch(boss, tx, { jobId, reason: 'slot_freed' });
 }
 
-export function escapeHtml(s: string): string {
+function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }

@@ -26,7 +26,7 @@ export interface AfterGateInput {
 }
 
 /** Why a passing gate moves a task on: the reason of its `stage_changed` event. */
-export const ADVANCE_REASONS: Readonly<Record<WorkStage, string>> = {
+const ADVANCE_REASONS: Readonly<Record<WorkStage, string>> = {
   analysis: 'gate_passed',
   implementation: 'gate_passed',
   review: 'review_approved',
@@ -35,7 +35,7 @@ export const ADVANCE_REASONS: Readonly<Record<WorkStage, string>> = {
 };
 
 /** Why a task is sent back: the code before the verdict's detail (`merge_conflict: …` → `merge_conflict`). */
-export function sendBackReason(verdictReason: string): string {
+function sendBackReason(verdictReason: string): string {
   const i = verdictReason.indexOf(':');
   return i === -1 ? verdictReason : verdictReason.slice(0, i);
 }

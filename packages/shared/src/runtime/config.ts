@@ -33,8 +33,8 @@ function section<T extends Record<string, Declaration>>(title: string, decls: T)
   return decls;
 }
 
-export const AGENT_KINDS = ['claude', 'codex', 'command', 'demo'] as const;
-export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const AGENT_KINDS = ['claude', 'codex', 'command', 'demo'] as const;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const SETTINGS = {
   ...section('Database and home', {
@@ -153,7 +153,6 @@ export const SETTINGS = {
 } satisfies Record<string, Declaration>;
 
 export type Config = ConfigOf<typeof SETTINGS>;
-export type AgentKind = Config['agent']['kind'];
 
 /** Rules between settings, after each one parsed on its own. */
 const CHECKS: Array<(c: Config) => string | null> = [
@@ -248,7 +247,7 @@ export function envExample(): string {
   return out;
 }
 /** The variables an agent process must never inherit: every secret setting, and the test suite's database. */
-export const SECRET_ENV_VARS: readonly string[] = [...settingEntries().filter((e) => e.setting.secret).map((e) => e.setting.env), 'TEST_DATABASE_URL'];
+const SECRET_ENV_VARS: readonly string[] = [...settingEntries().filter((e) => e.setting.secret).map((e) => e.setting.env), 'TEST_DATABASE_URL'];
 
 /** The process environment minus orch's secrets: the base of every child process's env. */
 export function childBaseEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {

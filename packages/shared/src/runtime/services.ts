@@ -16,6 +16,3 @@ export interface Services {
   log: Logger;
   forgeFor(project: Project): Forge;
 }
-
-/** Who performed a change, for task_events.actor: `worker:<id>`, `reaper:<host>:<pid>`, `api`, `cli`. */
-export type Actor = string;

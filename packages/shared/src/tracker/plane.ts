@@ -62,7 +62,7 @@ export interface PlaneTracker extends Tracker {
 }
 
 /** A non-2xx answer from Plane other than 429. `status` lets callers tell 4xx from 5xx. */
-export class PlaneHttpError extends Error {
+class PlaneHttpError extends Error {
   readonly status: number;
   constructor(message: string, status: number) {
     super(message);
@@ -105,7 +105,7 @@ interface StateIndex {
   byId: Map<string, string>;
 }
 
-export function normalizeStateName(name: string): string {
+function normalizeStateName(name: string): string {
   return name.trim().toLowerCase();
 }
 
@@ -127,7 +127,7 @@ export function rateLimitRetryAt(headers: Headers, now: number = Date.now()): Da
  * Plain text when Plane has it (`description_stripped`; blank → null), else the HTML. Plane stores
  * `strip_tags(description_html)`, so an empty editor (`<p></p>`) is `""`, not null.
  */
-export function planeDescription(stripped: string | null | undefined, html: string | null | undefined): string | null {
+function planeDescription(stripped: string | null | undefined, html: string | null | undefined): string | null {
   if (typeof stripped === 'string') return stripped.trim() === '' ? null : stripped;
   if (typeof html === 'string' && html.trim() !== '') return html;
   return null;

@@ -13,7 +13,7 @@ import type { DbOrTx } from '../client.ts';
 
 /** Constant key of the transaction-scoped lock that serializes claims fleet-wide. */
 export const CLAIM_LOCK_KEY = 0x6f726368; // 'orch'
-export const REAPER_LOCK_KEY = 0x72656170; // 'reap'
+const REAPER_LOCK_KEY = 0x72656170; // 'reap'
 const MERGE_NAMESPACE = 0x6d657267; // 'merg'
 const DELIVERY_NAMESPACE = 0x686f6f6b; // 'hook'
 

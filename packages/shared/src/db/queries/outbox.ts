@@ -13,20 +13,6 @@ export async function insertOutbox(
   await db.insertInto('outbox').values({ task_id: o.taskId, kind: o.kind, payload: JSON.stringify(o.payload) }).execute();
 }
 
-/** Claim due rows for delivery (SKIP LOCKED: several deliverers never send one row twice at once). */
-export async function dueOutbox(db: DbOrTx, limit: number): Promise<OutboxRow[]> {
-  return db
-    .selectFrom('outbox')
-    .selectAll()
-    .where('delivered_at', 'is', null)
-    .where('next_attempt_at', '<=', sql<Date>`now()`)
-    .orderBy('id')
-    .limit(limit)
-    .forUpdate()
-    .skipLocked()
-    .execute();
-}
-
 export async function markOutboxDelivered(db: DbOrTx, id: number): Promise<void> {
   await db.updateTable('outbox').set({ delivered_at: sql`now()` }).where('id', '=', id).execute();
 }

@@ -1,6 +1,7 @@
 /** The `GET /queue` snapshot (and `orch status`): one read of everything an operator asks first. */
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
+import type { JobStatus, WorkStage } from '../../stages.ts';
 import { countJobsByStatus } from './jobs.ts';
 import { listActiveWorkers } from './workers.ts';
 import { listLeases } from './merge-leases.ts';
@@ -8,11 +9,11 @@ import { stageIsLive } from './terminal.ts';
 
 export interface QueueSnapshot {
   jobs: {
-    counts: Record<string, number>;
+    counts: Record<JobStatus, number>;
     running: Array<{
       id: number;
       task_id: number;
-      stage: string;
+      stage: WorkStage;
       attempt: number;
       worker_id: string | null;
       host: string | null;

@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
 
 export async function deliverySeen(db: DbOrTx, dedupeKey: string): Promise<boolean> {
