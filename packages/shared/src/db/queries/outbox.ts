@@ -62,11 +62,11 @@ export async function outboxBacklog(db: DbOrTx): Promise<Array<{ target: OutboxT
  * pull request) waits while an earlier one is pending (backing off, or being delivered by
  * another deliverer).
  */
-function isHead(alias: string): RawBuilder<boolean> {
-  const o = sql.raw(alias);
+function isHead(alias: 'o' | 'h'): RawBuilder<boolean> {
+  const col = (c: string) => sql.ref(`${alias}.${c}`);
   return sql<boolean>`NOT EXISTS (
     SELECT 1 FROM outbox e
-    WHERE e.delivered_at IS NULL AND e.target = ${o}.target AND e.order_key = ${o}.order_key AND e.id < ${o}.id)`;
+    WHERE e.delivered_at IS NULL AND e.target = ${col('target')} AND e.order_key = ${col('order_key')} AND e.id < ${col('id')})`;
 }
 
 /** SQL: some row of `target` is due now and first in line (for the rate budget's "outbox first"). */
