@@ -8,7 +8,11 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '@orch/api/app';
 import { insertOutbox } from '@orch/shared/db/queries/outbox';
+import { createOutboxDeliverer } from '@orch/shared/tracker/outbox-deliverer';
+import { createPlaneTracker } from '@orch/shared/tracker/plane';
+import { planeOutboxChannel } from '@orch/shared/tracker/plane-outbox';
 import { capFor, createPlaneRateBudget, nextTakeAt, planeKeyHash } from '@orch/shared/tracker/rate-budget';
+import { startFakePlane } from './fakes/fake-plane.ts';
 import { startOrch, type Orch } from './support/harness.ts';
 
 const t0 = new Date('2026-01-01T00:00:00Z');
@@ -93,5 +97,37 @@ describe('the budget in Postgres', () => {
     expect(value('orch_plane_rate_limited_total', 'poll')).toBe(1);
     expect(value('orch_plane_rate_limited_total', 'outbox')).toBe(0);
     expect(text).toMatch(/^orch_outbox_backlog\{target="plane"\} \d+/m);
+  });
+
+  it('an outbox row that finds no slot is not sent and not counted: it waits, then goes out', async () => {
+    const db = orch.rt.svc.db;
+    const fake = await startFakePlane({ apiKey: 'key-outbox-waits', workspaceSlug: 'w' });
+    try {
+      fake.addProject('proj', ['Backlog', 'In Progress']);
+      const issue = fake.addIssue('proj', { name: 'x', stateName: 'Backlog' });
+      // a window of 2 s (tests cannot wait a minute): two sends fill it
+      const budget = createPlaneRateBudget(db, 'key-outbox-waits', { limit: 2, reserve: 0, windowS: 2 });
+      expect((await budget.take('poll')).ok).toBe(true);
+      expect((await budget.take('poll')).ok).toBe(true);
+      const tracker = createPlaneTracker({ baseUrl: fake.url, apiKey: 'key-outbox-waits', workspaceSlug: 'w', budget, stateNames: { in_progress: 'In Progress', in_review: 'x', done: 'x', cancelled: 'x', blocked: 'x' } });
+      await insertOutbox(db, { taskId: null, kind: 'comment', payload: { projectId: 'proj', issueId: issue.id, html: '<p>waits</p>' } });
+      const deliverer = createOutboxDeliverer({ db, channel: planeOutboxChannel(tracker), log: orch.log });
+      // the client waits up to 3 s for a slot that frees up soon: this one frees in ≤ 2 s, so it goes out
+      const t0 = Date.now();
+      expect(await deliverer.tick()).toEqual({ delivered: 1, failed: 0 });
+      expect(Date.now() - t0).toBeGreaterThan(500);
+      expect(fake.comments.map((c) => c.comment_html)).toEqual(['<p>waits</p>']);
+      const row = (await sql<{ attempts: number; last_error: string | null }>`SELECT attempts, last_error FROM outbox WHERE order_key = ${issue.id}`.execute(db)).rows[0]!;
+      expect(row).toEqual({ attempts: 0, last_error: null });
+      // a pause set by a 429 is not waited through: nothing is sent, the row is left as it is
+      await budget.rateLimited('outbox', new Date(Date.now() + 60_000));
+      await insertOutbox(db, { taskId: null, kind: 'comment', payload: { projectId: 'proj', issueId: issue.id, html: '<p>later</p>' } });
+      expect(await deliverer.tick()).toEqual({ delivered: 0, failed: 0 });
+      const later = (await sql<{ attempts: number; last_error: string | null; delivered_at: Date | null }>`SELECT attempts, last_error, delivered_at FROM outbox WHERE payload->>'html' = '<p>later</p>'`.execute(db)).rows[0]!;
+      expect(later).toEqual({ attempts: 0, last_error: null, delivered_at: null });
+      expect(fake.comments).toHaveLength(1);
+    } finally {
+      await fake.close();
+    }
   });
 });

@@ -118,7 +118,8 @@ export async function abortJob(
       data: { stage: job.stage, attempt: job.attempt, then: then.kind },
     });
     await applyThen(tx, svc.boss, { job: flipped, task, project, then, actor });
-    await reportJobFinished(tx, svc.config.api, { job: flipped, task, project });
+    // a shutdown's requeue runs the same attempt again at once: its next start says "pending"
+    if (!a.sameAttempt) await reportJobFinished(tx, svc.config.api, { job: flipped, task, project });
     await slotFreed(tx, svc.boss, job.id);
     return { kind: 'aborted', job: flipped } as const;
   });

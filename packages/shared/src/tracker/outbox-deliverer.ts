@@ -8,7 +8,7 @@
  *
  * "Not before" answers are not the row's fault and do not count as attempts: a 429 reschedules
  * the row at Retry-After and pauses this deliverer until then; no slot in the fleet's Plane budget
- * (PlaneBudgetDenied: nothing was sent) leaves the row as it is and pauses until a slot frees up.
+ * (TrackerDeferred: nothing was sent) leaves the row as it is and pauses until a slot frees up.
  *
  * Order: rows are claimed with `dueOutboxHeads` — the oldest undelivered row of each order key (a
  * Plane issue, a Gitea pull request), FOR UPDATE SKIP LOCKED — so calls reach the service in the
@@ -21,8 +21,7 @@ import type { Db, DbOrTx } from '../db/client.ts';
 import { dueOutboxHeads, markOutboxDelivered, markOutboxFailed, postponeOutbox, type OutboxRow } from '../db/queries/outbox.ts';
 import type { OutboxTarget } from '../db/types.ts';
 import type { Logger } from '../runtime/logger.ts';
-import { PlaneBudgetDenied } from './plane.ts';
-import { TrackerRetryError } from './types.ts';
+import { TrackerDeferred, TrackerRetryError } from './types.ts';
 
 export interface OutboxBackoff {
   /** first retry after this many seconds (default 5) */
@@ -37,7 +36,7 @@ export interface OutboxChannel {
   /**
    * Deliver one row; `tx` is the transaction that claimed it (for what the delivery implies, e.g.
    * the state an issue is now known to be in). Throws to fail the attempt (TrackerRetryError: not
-   * before its `retryAt`; PlaneBudgetDenied: nothing was sent).
+   * before its `retryAt`, not counted; TrackerDeferred: nothing was sent, the row is left as it is).
    */
   deliver(row: OutboxRow, tx: DbOrTx): Promise<void>;
 }
@@ -122,8 +121,8 @@ export function createOutboxDeliverer(opts: OutboxDelivererOptions): OutboxDeliv
             const retryAt = err.retryAt.getTime() > Date.now() ? err.retryAt : new Date(Date.now() + 1000);
             pausedUntil = Math.max(pausedUntil, retryAt.getTime());
             r.paused = true;
-            if (err instanceof PlaneBudgetDenied) {
-              log.debug({ ...ctx, retryAt: retryAt.toISOString(), reason: err.reason }, 'no Plane budget left; the row waits');
+            if (err instanceof TrackerDeferred) {
+              log.debug({ ...ctx, retryAt: retryAt.toISOString(), err: msg }, 'not sent (no budget left); the row waits');
               continue;
             }
             r.failed++;

@@ -37,7 +37,7 @@ import type { Logger } from '../runtime/logger.ts';
 import { planeIssueBody } from './plane-body.ts';
 import { planeDate } from './plane-time.ts';
 import { UNLIMITED_BUDGET, type PlaneCaller, type PlaneRateBudget } from './rate-budget.ts';
-import { TrackerRetryError } from './types.ts';
+import { TrackerDeferred, TrackerRetryError } from './types.ts';
 import type { StateChanged, Tracker, TrackerStateRole } from './types.ts';
 
 export interface PlaneTrackerOptions {
@@ -106,7 +106,7 @@ export class PlaneRateLimited extends TrackerRetryError {
 }
 
 /** The fleet's budget has no slot for this request now: nothing was sent. */
-export class PlaneBudgetDenied extends TrackerRetryError {
+export class PlaneBudgetDenied extends TrackerDeferred {
   readonly reason: string;
   constructor(message: string, retryAt: Date, reason: string) {
     super(message, retryAt);

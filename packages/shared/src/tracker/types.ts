@@ -32,3 +32,11 @@ export class TrackerRetryError extends Error {
     this.retryAt = retryAt;
   }
 }
+
+/** Nothing was sent: the call may be made no earlier than `retryAt` (e.g. no slot in a rate budget). */
+export class TrackerDeferred extends TrackerRetryError {
+  constructor(message: string, retryAt: Date) {
+    super(message, retryAt);
+    this.name = 'TrackerDeferred';
+  }
+}

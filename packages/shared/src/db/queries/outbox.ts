@@ -11,7 +11,7 @@ import type { Selectable } from 'kysely';
 
 export type OutboxRow = Selectable<OutboxTable>;
 
-export const OUTBOX_TARGET_OF: Readonly<Record<OutboxKind, OutboxTarget>> = {
+const OUTBOX_TARGET_OF: Readonly<Record<OutboxKind, OutboxTarget>> = {
   set_state: 'plane',
   comment: 'plane',
   pr_comment: 'gitea',
@@ -93,9 +93,4 @@ export async function dueOutboxHeads(db: DbOrTx, target: OutboxTarget, limit: nu
     .forUpdate()
     .skipLocked()
     .execute();
-}
-
-/** Undelivered rows of a target, oldest first. */
-export async function pendingOutbox(db: DbOrTx, target: OutboxTarget): Promise<OutboxRow[]> {
-  return db.selectFrom('outbox').selectAll().where('target', '=', target).where('delivered_at', 'is', null).orderBy('id').execute();
 }
