@@ -239,16 +239,16 @@ export function createPlaneTracker(opts: PlaneTrackerOptions): PlaneTracker {
     const text = await res.text().catch(() => '');
     if (res.status === 429) {
       const retryAt = rateLimitRetryAt(res.headers);
-      await budget.rateLimited(caller, retryAt);
+      // the fleet pauses too; if the database cannot be told, this caller still backs off
+      await budget.rateLimited(caller, retryAt).catch((err: unknown) => opts.log?.warn({ err }, 'could not record a Plane 429 in the rate budget'));
       throw new PlaneRateLimited(`${what} → 429 rate limited until ${retryAt.toISOString()}`, retryAt);
     }
     return { status: res.status, headers: res.headers, text };
   }
 
-  /** The parsed JSON body of a 2xx, null for an allowed 404 (or an empty body); throws otherwise. */
-  function interpret(method: string, path: string, a: Answer, allow404: boolean): unknown {
+  /** The parsed JSON body of a 2xx (null for an empty one); throws otherwise. */
+  function interpret(method: string, path: string, a: Answer): unknown {
     const what = `Plane ${method} ${path}`;
-    if (a.status === 404 && allow404) return null;
     if (a.status < 200 || a.status >= 300) {
       const snippet = redact(a.text.replace(/\s+/g, ' ').trim().slice(0, SNIPPET));
       const hint = a.status === 401 || a.status === 403 ? ' (check PLANE_API_KEY and PLANE_WORKSPACE_SLUG)' : '';
@@ -262,21 +262,21 @@ export function createPlaneTracker(opts: PlaneTrackerOptions): PlaneTracker {
     }
   }
 
-  async function request(method: string, path: string, o: { body?: unknown; allow404?: boolean; caller: PlaneCaller }): Promise<unknown> {
-    return interpret(method, path, await send(method, path, o.body, o.caller), o.allow404 ?? false);
+  async function request(method: string, path: string, o: { body?: unknown; caller: PlaneCaller }): Promise<unknown> {
+    return interpret(method, path, await send(method, path, o.body, o.caller));
   }
 
   /**
    * A request on an issue route (`rest` after `work-items/` or `issues/`): the current prefix, or
    * the deprecated one when this Plane turned out not to have the current one.
    */
-  async function issueRequest(method: string, projectId: string, rest: string, o: { body?: unknown; allow404?: boolean; caller: PlaneCaller }): Promise<unknown> {
+  async function issueRequest(method: string, projectId: string, rest: string, o: { body?: unknown; caller: PlaneCaller }): Promise<unknown> {
     const known = issueRoutesByBase.get(base);
     if (known) return request(method, projectPath(projectId, `${known}/${rest}`), o);
     const current = projectPath(projectId, `work-items/${rest}`);
     const a = await send(method, current, o.body, o.caller);
     if (a.status >= 200 && a.status < 300) issueRoutesByBase.set(base, 'work-items');
-    if (a.status !== 404) return interpret(method, current, a, o.allow404 ?? false);
+    if (a.status !== 404) return interpret(method, current, a);
     const legacy = projectPath(projectId, `issues/${rest}`);
     const b = await send(method, legacy, o.body, o.caller);
     if (b.status >= 200 && b.status < 300 && !issueRoutesByBase.has(base)) {
@@ -286,7 +286,7 @@ export function createPlaneTracker(opts: PlaneTrackerOptions): PlaneTracker {
         'Plane answers 404 for /work-items/ and serves /issues/: this Plane predates v1.1.0; using the deprecated /issues/ routes (upgrade Plane before it drops them)',
       );
     }
-    return interpret(method, legacy, b, o.allow404 ?? false);
+    return interpret(method, legacy, b);
   }
 
   /** Every `results` item of a paginated list, following `next_cursor`; `stop` ends it after a page. */
