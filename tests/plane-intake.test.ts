@@ -611,4 +611,35 @@ describe('the same issue, whichever path sees it', () => {
     expect(fake.comments.filter((x) => x.issueId === missed.id)).toHaveLength(1);
     expect(fake.requests.filter((x) => x.path.includes('/work-items/'))).toHaveLength(1);
   });
+
+  it("resolving a state's name over HTTP holds no transaction and no delivery lock open", async () => {
+    c = await setup();
+    const db = c.orch.rt.svc.db;
+    const tracker = createTracker(c.orch.config, { db })!;
+    const seen: Array<{ in_tx: number; advisory: number }> = [];
+    const app = createApp({
+      db,
+      boss: c.orch.rt.svc.boss,
+      config: c.orch.config,
+      log: c.orch.log,
+      tracker: {
+        async stateNameOf(projectId, stateId) {
+          // what Postgres sees while orch waits for Plane
+          const r = await sql<{ in_tx: number; advisory: number }>`
+            SELECT (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%') AS in_tx,
+                   (SELECT count(*)::int FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                    WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.classid = ${0x686f6f6b}::oid) AS advisory`.execute(db);
+          seen.push(r.rows[0]!);
+          return tracker.stateNameOf(projectId, stateId);
+        },
+      },
+    });
+    const issue = c.fake.addIssue(c.planeProject, { name: 'Id only', stateName: 'Backlog' });
+    const body = c.fake.moveIssue(issue.id, 'To Analyse') as { data: Record<string, unknown> };
+    body.data.state = (body.data.state as { id: string }).id; // no name: Plane must be asked
+    const raw = JSON.stringify(body);
+    const res = await app.request('/webhooks/plane', { method: 'POST', body: raw, headers: { 'content-type': 'application/json', 'x-plane-signature': c.fake.sign(raw, SECRET) } });
+    expect(((await res.json()) as { status: string }).status).toBe('task_created');
+    expect(seen).toEqual([{ in_tx: 0, advisory: 0 }]);
+  });
 });
