@@ -361,7 +361,8 @@ describe('outbox delivery', () => {
     expect(c.fake.requests.length).toBe(requestsDuringPause); // nothing sent before the reset
     expect(await pending()).toBe(10);
 
-    await waitFor(async () => Date.now() > reset + 50, 5000, 'rate limit reset');
+    // the deliverer pauses until the row's Retry-After (counted from when the 429 arrived)
+    await waitFor(async () => Date.now() > first.next_attempt_at.getTime() + 50, 5000, 'rate limit reset');
     // 500: exponential backoff from 5 s (default), not lost
     c.fake.failNext(1, 500);
     const t2 = await deliverer.tick();

@@ -139,6 +139,11 @@ export async function recordPullRequest(
   pr: PullRequest,
   o: { stage: WorkStage; sha: string | null; analysis: string | null | undefined },
 ): Promise<void> {
+  // nothing to show on a local forge: just the one statement
+  if (!project.gitea_owner || !project.gitea_repo) {
+    await setTaskPullRequest(db, task.id, pr.number);
+    return;
+  }
   await db.transaction().execute(async (tx) => {
     const isNew = await setTaskPullRequest(tx, task.id, pr.number); // false: unchanged, or the task is finished
     if (!isNew && task.pr_number !== pr.number) return;

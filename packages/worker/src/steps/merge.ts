@@ -15,13 +15,14 @@ import type { PullRequest } from '@orch/shared/forge/types';
 import { StepStopped, type Step } from '../job-handle.ts';
 
 const LOCK_POLL_MS = 200;
+const MAX_OUT_OF_DATE_RETRIES = 3;
 
 /** The job's reason for a merge whose push the server refused (prefix `push_rejected:`). */
-function pushRejectedReason(message: string): string {
+function pushRejectedReason(forgeKind: 'local' | 'gitea', message: string): string {
+  const server = forgeKind === 'gitea' ? 'the Gitea server' : 'the git server';
   const detail = message.trim() ? `: ${message.trim()}` : ' (it gave no message)';
-  return `push_rejected: the Gitea server rejected the merge push (a hook or branch protection)${detail}`.slice(0, 1000);
+  return `push_rejected: ${server} rejected the merge push (a hook or branch protection)${detail}`.slice(0, 1000);
 }
-const MAX_OUT_OF_DATE_RETRIES = 3;
 
 export const mergeStep: Step = async (ctx, rj, s) => {
   const { svc, workerId } = ctx;
@@ -97,7 +98,7 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       if (result.kind === 'push_rejected') {
         // A hook or branch protection refused the push to base: updating the branch and trying
         // again would be refused the same way. The job fails with the server's words.
-        const reason = pushRejectedReason(result.message);
+        const reason = pushRejectedReason(forge.kind, result.message);
         await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'merge_refused', actor, reason: 'push_rejected', data: { message: result.message } });
         log.warn({ message: result.message }, 'merge push rejected by the server');
         return { report: { mergeRefused: reason } };
