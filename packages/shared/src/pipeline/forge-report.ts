@@ -155,7 +155,7 @@ export async function recordPullRequest(
 
 const PASSED: Readonly<Record<WorkStage, string>> = {
   analysis: 'analysis done',
-  implementation: 'commits ahead of base, tests passed',
+  implementation: 'commits ahead of base; the test command (if set) passed',
   review: 'review approved',
   merge: 'merged',
   deploy: 'deployed',
