@@ -27,13 +27,13 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 export const CLI = path.join(ROOT, 'packages', 'cli', 'src', 'main.ts');
 /** The Node flags `./orch` and the deploy files run orch's processes with (see `./orch`). */
 export const NODE_FLAGS = ['--max-semi-space-size=16'];
-const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** wall clock in ms with sub-ms resolution (comparable with `date +%s%N` on this host) */
 export const nowMs = () => performance.timeOrigin + performance.now();
 
-function withDatabase(url: string, db: string): string {
+export function withDatabase(url: string, db: string): string {
   const u = new URL(url);
   u.pathname = `/${db}`;
   return u.toString();

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGiteaForge } from '@orch/shared/forge/gitea';
+import { createGiteaReporter } from '@orch/shared/forge/gitea-reports';
 import type { GiteaForgeOptions } from '@orch/shared/forge/gitea';
 import type { Forge } from '@orch/shared/forge/types';
 import { startFakeGitea } from './fakes/fake-gitea.ts';
@@ -323,5 +324,73 @@ describe('gitea forge: sends what Gitea expects', () => {
     const merge = seen.find((s) => s.method === 'POST' && s.url.endsWith(`/api/v1/repos/${OWNER}/${name}/pulls/${pr.number}/merge`));
     expect(merge?.auth).toBe(`token ${TOKEN}`);
     expect(JSON.parse(merge?.body ?? '{}')).toEqual({ Do: 'merge', head_commit_id: head, MergeMessageField: 'msg' });
+  });
+});
+
+describe('gitea forge: as Gitea is today', () => {
+  it('compare asks for no per-commit file lists and no signature checks (files=false&verification=false)', async () => {
+    const { forge, commit, open } = await setup();
+    await commit('orch/x', 'x.txt', 'x\n');
+    await commit('orch/y', 'y.txt', 'y\n');
+    const prX = await open('orch/x');
+    await forge.mergePullRequest(prX, { headSha: (await forge.branch('orch/x')).sha!, message: 'x' });
+    const prY = await open('orch/y');
+    const n = gitea.requests.length;
+    expect((await forge.updateBranch(prY)).kind).toBe('updated');
+    const cmp = gitea.requests.slice(n).find((r) => r.path.includes('/compare/'))!;
+    expect(new URLSearchParams(cmp.query).get('files')).toBe('false');
+    expect(new URLSearchParams(cmp.query).get('verification')).toBe('false');
+  });
+
+  it('a merge push refused by a pre-receive hook → push_rejected with the server\'s words, base untouched, not out_of_date', async () => {
+    const { forge, commit, open, sha, name } = await setup();
+    const head = await commit('orch/task-1', 'a.txt', 'a\n');
+    const pr = await open('orch/task-1');
+    const base = await sha('main');
+    await gitea.rejectPushes(OWNER, name, 'main', 'main is frozen for the release');
+    const res = await forge.mergePullRequest(pr, { headSha: head, message: 'm' });
+    expect(res).toEqual({ kind: 'push_rejected', message: 'main is frozen for the release' });
+    expect(await sha('main')).toBe(base);
+    const merges = gitea.requests.filter((r) => r.method === 'POST' && r.path.endsWith(`/repos/${OWNER}/${name}/pulls/${pr.number}/merge`));
+    expect(merges.map((r) => r.status)).toEqual([409]);
+  });
+
+  it('a hook that says nothing → push_rejected with an empty message', async () => {
+    const { forge, commit, open, name } = await setup();
+    const head = await commit('orch/task-1', 'a.txt', 'a\n');
+    const pr = await open('orch/task-1');
+    await gitea.rejectPushes(OWNER, name, 'main', '');
+    expect(await forge.mergePullRequest(pr, { headSha: head, message: 'm' })).toEqual({ kind: 'push_rejected', message: '' });
+  });
+});
+
+describe('gitea reporter (PR comments, commit statuses)', () => {
+  it('posts a comment (201) and a status (201, read back as `status`); the combined state follows', async () => {
+    const { commit, open, name } = await setup();
+    const head = await commit('orch/task-1', 'a.txt', 'a\n');
+    const pr = await open('orch/task-1');
+    const reporter = createGiteaReporter({ baseUrl: gitea.url, token: TOKEN });
+    await reporter.comment({ owner: OWNER, repo: name, pr: pr.number, body: '**orch: analysis**\n\ntext' });
+    expect(gitea.comments(OWNER, name, pr.number).map((c) => c.body)).toEqual(['**orch: analysis**\n\ntext']);
+    await reporter.setStatus({ owner: OWNER, repo: name, pr: pr.number, sha: head, context: 'orch/review', state: 'pending', description: 'review running', targetUrl: 'http://orch.test/#task=1' });
+    await reporter.setStatus({ owner: OWNER, repo: name, pr: pr.number, sha: head, context: 'orch/review', state: 'success', description: 'review approved', targetUrl: null });
+    expect(gitea.statuses(OWNER, name, head)).toEqual([
+      { context: 'orch/review', state: 'pending', description: 'review running', target_url: 'http://orch.test/#task=1' },
+      { context: 'orch/review', state: 'success', description: 'review approved', target_url: '' },
+    ]);
+    const combined = (await (await fetch(`${gitea.url}/api/v1/repos/${OWNER}/${name}/commits/${head}/status`, { headers: { authorization: `token ${TOKEN}` } })).json()) as { state: string; total_count: number };
+    expect(combined).toMatchObject({ state: 'success', total_count: 1 });
+    expect(gitea.requests.filter((r) => r.method === 'POST' && /\/(comments|statuses\/)/.test(r.path)).map((r) => r.status)).toEqual([201, 201, 201]);
+  });
+
+  it('Gitea\'s errors fail the call (the outbox retries): an unknown PR index or sha is a 500, an empty body a 422', async () => {
+    const { commit, name } = await setup();
+    const head = await commit('orch/task-1', 'a.txt', 'a\n');
+    const reporter = createGiteaReporter({ baseUrl: gitea.url, token: TOKEN });
+    await expect(reporter.comment({ owner: OWNER, repo: name, pr: 99, body: 'x' })).rejects.toThrow(/HTTP 500/);
+    await expect(reporter.setStatus({ owner: OWNER, repo: name, pr: 1, sha: 'f'.repeat(40), context: 'orch/x', state: 'success', description: '', targetUrl: null })).rejects.toThrow(/HTTP 500/);
+    expect(gitea.statuses(OWNER, name, head)).toEqual([]);
+    const bad = createGiteaReporter({ baseUrl: gitea.url, token: 'wrong' });
+    await expect(bad.comment({ owner: OWNER, repo: name, pr: 1, body: 'x' })).rejects.toThrow(/401.*token/);
   });
 });

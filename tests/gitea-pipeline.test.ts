@@ -12,7 +12,9 @@ import { listEvents } from '@orch/shared/db/queries/events';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { git } from '@orch/shared/host/git';
+import { createGiteaReporter, giteaOutboxChannel } from '@orch/shared/forge/gitea-reports';
 import { createTask } from '@orch/shared/pipeline/tasks';
+import { createOutboxDeliverer } from '@orch/shared/tracker/outbox-deliverer';
 import { startFakeGitea, type FakeGitea } from './fakes/fake-gitea.ts';
 import { branchesOf, startOrch, tempDir, waitFor, type Orch } from './support/harness.ts';
 
@@ -132,5 +134,103 @@ esac
     const readme = (await git(['show', 'main:README.md'], { cwd: bare })).stdout;
     expect(readme).toContain(`task ${winner},`);
     expect(readme).not.toMatch(/<<<<<<<|>>>>>>>/);
+  });
+});
+
+describe('the work shown on the pull request', () => {
+  const PUBLIC = 'http://orch.example.test';
+  const pendingGitea = async (o: Orch) =>
+    (await sql<{ n: number }>`SELECT count(*)::int AS n FROM outbox WHERE target = 'gitea' AND delivered_at IS NULL`.execute(o.rt.svc.db)).rows[0]!.n;
+
+  /** what a person sees on the PR: its comments and, per context, the states in the order posted */
+  async function shownOn(name: string, prNumber: number, sha: string) {
+    const comments = gitea.comments(OWNER, name, prNumber).map((c) => c.body);
+    const byContext: Record<string, string[]> = {};
+    for (const s of gitea.statuses(OWNER, name, sha)) (byContext[s.context] ??= []).push(s.state);
+    return { comments, byContext, statuses: gitea.statuses(OWNER, name, sha) };
+  }
+
+  function expectShown(shown: Awaited<ReturnType<typeof shownOn>>, taskId: number) {
+    const link = `${PUBLIC}/#task=${taskId}`;
+    expect(shown.comments).toHaveLength(2);
+    expect(shown.comments[0]).toMatch(/^\*\*orch: analysis\*\*/);
+    expect(shown.comments[1]).toMatch(/^\*\*orch: review — APPROVE\*\*/);
+    for (const c of shown.comments) expect(c).toContain(`[orch task ${taskId}](${link})`);
+    expect(shown.byContext).toEqual({
+      'orch/implementation': ['pending', 'success'],
+      'orch/review': ['pending', 'success'],
+      'orch/merge': ['pending', 'success'],
+    });
+    expect(shown.statuses.every((s) => s.target_url === link)).toBe(true);
+  }
+
+  it('a task run to done leaves the analysis and the review as comments and a status per gate on the PR head', async () => {
+    const { orch: o, name } = await giteaOrch({ ORCH_PUBLIC_URL: PUBLIC });
+    await o.worker();
+    const deliverer = createOutboxDeliverer({ db: o.rt.svc.db, channel: giteaOutboxChannel(createGiteaReporter({ baseUrl: gitea.url, token: TOKEN })), log: o.log });
+    deliverer.start(0.1);
+    try {
+      const task = await createTask(o.rt.svc, { project: 'p', title: 'Shown on the PR', body: 'please' }, 'test');
+      await waitFor(async () => (await stageOf(o, task.id)) === 'done', 45_000, 'task done');
+      await waitFor(async () => (await pendingGitea(o)) === 0, 10_000, 'gitea outbox drained');
+      const t = (await getTask(o.rt.svc.db, task.id))!;
+      const head = (await sql<{ sha: string }>`SELECT data->>'sha' AS sha FROM task_events WHERE task_id = ${task.id} AND kind = 'branch_pushed' ORDER BY id DESC LIMIT 1`.execute(o.rt.svc.db)).rows[0]!.sha;
+      expectShown(await shownOn(name, t.pr_number!, head), task.id);
+      // the PR links back to the task too
+      const pr = (await (await fetch(`${gitea.url}/api/v1/repos/${OWNER}/${name}/pulls/${t.pr_number}`, { headers: { authorization: `token ${TOKEN}` } })).json()) as { body: string };
+      expect(pr.body).toBe(`please\n\n---\nOpened by orch for [task ${task.id}](${PUBLIC}/#task=${task.id}).`);
+    } finally {
+      await deliverer.stop();
+    }
+  });
+
+  it('Gitea down while they are posted: nothing is lost, everything arrives later in order', async () => {
+    const { orch: o, name } = await giteaOrch({ ORCH_PUBLIC_URL: PUBLIC });
+    await o.worker();
+    const db = o.rt.svc.db;
+    const deliverer = createOutboxDeliverer({ db, channel: giteaOutboxChannel(createGiteaReporter({ baseUrl: gitea.url, token: TOKEN })), log: o.log });
+    // comments and statuses fail (503) for as long as the outage lasts; the pipeline itself goes on
+    gitea.failNext(1_000_000, 503, /\/(issues\/\d+\/comments|statuses\/)/);
+    try {
+      deliverer.start(0.1);
+      const task = await createTask(o.rt.svc, { project: 'p', title: 'Posted after an outage' }, 'test');
+      await waitFor(async () => (await stageOf(o, task.id)) === 'done', 45_000, 'task done');
+      await waitFor(async () => (await sql<{ n: number }>`SELECT count(*)::int AS n FROM outbox WHERE target = 'gitea' AND attempts > 0`.execute(db)).rows[0]!.n > 0, 10_000, 'failed attempts');
+      const t = (await getTask(db, task.id))!;
+      expect(gitea.comments(OWNER, name, t.pr_number!)).toEqual([]);
+      expect(await pendingGitea(o)).toBe(8); // 2 comments + 3 gates × (pending, success)
+      const errors = await sql<{ last_error: string }>`SELECT last_error FROM outbox WHERE target = 'gitea' AND last_error IS NOT NULL`.execute(db);
+      expect(errors.rows.every((r) => /HTTP 503/.test(r.last_error) && !r.last_error.includes(TOKEN))).toBe(true);
+      // Gitea is back; the backoff would wait up to 10 min, so make the rows due now
+      gitea.failNext(0, 503);
+      await sql`UPDATE outbox SET next_attempt_at = now() WHERE target = 'gitea' AND delivered_at IS NULL`.execute(db);
+      await waitFor(async () => (await pendingGitea(o)) === 0, 15_000, 'gitea outbox drained');
+      const head = (await sql<{ sha: string }>`SELECT data->>'sha' AS sha FROM task_events WHERE task_id = ${task.id} AND kind = 'branch_pushed' ORDER BY id DESC LIMIT 1`.execute(db)).rows[0]!.sha;
+      expectShown(await shownOn(name, t.pr_number!, head), task.id);
+    } finally {
+      gitea.failNext(0, 503);
+      await deliverer.stop();
+    }
+  });
+
+  it('a merge push the server rejects: the job says so in words (push_rejected: …), one merge call, no out-of-date loop', async () => {
+    const { orch: o, name, bare } = await giteaOrch({ ORCH_JOB_MAX_ATTEMPTS: '1' });
+    await gitea.rejectPushes(OWNER, name, 'main', 'protected: releases only');
+    await o.worker();
+    const since = gitea.requests.length;
+    const task = await createTask(o.rt.svc, { project: 'p', title: 'Refused by a hook' }, 'test');
+    const blocked = await waitFor(async () => {
+      const t = await getTask(o.rt.svc.db, task.id);
+      return t?.blocked_at ? t : null;
+    }, 45_000, 'task blocked');
+    expect(blocked.stage).toBe('merge');
+    const merge = (await listTaskJobs(o.rt.svc.db, task.id)).filter((j) => j.stage === 'merge');
+    expect(merge).toHaveLength(1);
+    expect(merge[0]!.reason).toBe('push_rejected: the Gitea server rejected the merge push (a hook or branch protection): protected: releases only');
+    expect(blocked.blocked_reason).toContain('push_rejected: the Gitea server rejected the merge push');
+    const mergeCalls = gitea.requests.slice(since).filter((r) => r.method === 'POST' && r.path.endsWith(`/repos/${OWNER}/${name}/pulls/${blocked.pr_number}/merge`));
+    expect(mergeCalls.map((r) => r.status)).toEqual([409]);
+    expect(gitea.requests.slice(since).some((r) => r.path.endsWith('/update'))).toBe(false);
+    expect(await branchesOf(bare)).toContain('main');
   });
 });

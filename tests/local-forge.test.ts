@@ -10,7 +10,10 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createLocalForge } from '@orch/shared/forge/local';
 import { createBareRepo, git } from '@orch/shared/host/git';
-import { bareRepo, branchesOf, tempDir } from './support/harness.ts';
+import { listTaskJobs } from '@orch/shared/db/queries/jobs';
+import { getTask } from '@orch/shared/db/queries/tasks';
+import { createTask } from '@orch/shared/pipeline/tasks';
+import { bareRepo, branchesOf, startOrch, tempDir, waitFor } from './support/harness.ts';
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -57,5 +60,31 @@ describe('local forge, several instances on one scratch root', () => {
     expect(await branchesOf(remote)).toEqual(['main']);
     expect(await forges[0]!.deleteBranch('main')).toBe('protected');
     expect(await forges[0]!.deleteBranch(branches[0]!)).toBe('gone');
+  });
+});
+
+describe('local forge: a push to base that a hook refuses', () => {
+  it('is push_rejected with the hook\'s words, not out of date: the merge job fails once, saying so', async () => {
+    const orch = await startOrch({ env: { ORCH_JOB_MAX_ATTEMPTS: '1' } });
+    try {
+      // a pre-receive hook on the remote that refuses pushes to main
+      await fs.writeFile(
+        path.join(orch.repo, 'hooks', 'pre-receive'),
+        '#!/bin/sh\nwhile read old new ref; do [ "$ref" = "refs/heads/main" ] && { echo "main is frozen" >&2; exit 1; }; done\nexit 0\n',
+        { mode: 0o755 },
+      );
+      await orch.worker();
+      const task = await createTask(orch.rt.svc, { project: 'p', title: 'refused by a hook' }, 'test');
+      const blocked = await waitFor(async () => {
+        const t = await getTask(orch.rt.svc.db, task.id);
+        return t?.blocked_at ? t : null;
+      }, 45_000, 'task blocked');
+      expect(blocked.stage).toBe('merge');
+      const merge = (await listTaskJobs(orch.rt.svc.db, task.id)).filter((j) => j.stage === 'merge');
+      expect(merge.map((j) => j.reason)).toEqual(['push_rejected: the git server rejected the merge push (a hook or branch protection): main is frozen']);
+      expect(await branchesOf(orch.repo)).toContain('main');
+    } finally {
+      await orch.close();
+    }
   });
 });

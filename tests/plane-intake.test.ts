@@ -18,6 +18,7 @@ import { reconcilePlane } from '@orch/shared/intake/reconcile';
 import { createTracker } from '@orch/shared/tracker/index';
 import { createOutboxDeliverer, outboxBackoffMs } from '@orch/shared/tracker/outbox-deliverer';
 import { createPlaneTracker } from '@orch/shared/tracker/plane';
+import { planeOutboxChannel } from '@orch/shared/tracker/plane-outbox';
 import { startFakePlane, type FakePlane } from './fakes/fake-plane.ts';
 import { GOOD_AGENT } from './support/agents.ts';
 import { startOrch, waitFor, type Orch } from './support/harness.ts';
@@ -26,6 +27,8 @@ const SECRET = 'whsec-test-secret';
 const API_KEY = 'plane_api_SUPERSECRETKEY_123';
 const SLUG = 'acme';
 const STATES = ['Backlog', 'To Analyse', 'In Progress', 'In Review', 'Done', 'Cancelled', 'Blocked', 'STOP'];
+/** a poll that may run again at once (no interval between passes) */
+const POLL = { who: 'test', intervalS: 0 };
 
 function planeEnv(fake: FakePlane, baseUrl = fake.url): Record<string, string> {
   return {
@@ -51,7 +54,7 @@ async function setup(env: Record<string, string> = {}): Promise<Ctx> {
   fake.addProject(planeProject, STATES);
   const orch = await startOrch({ env: { ...planeEnv(fake), ...env }, project: { plane_project: planeProject } });
   const { db, boss, log } = orch.rt.svc;
-  const app = createApp({ db, boss, config: orch.config, log, tracker: createTracker(orch.config) });
+  const app = createApp({ db, boss, config: orch.config, log, tracker: createTracker(orch.config, { db }) });
   const send: Ctx['send'] = async (body, rawOverride) => {
     const raw = rawOverride ?? JSON.stringify(body);
     const res = await app.request('/webhooks/plane', {
@@ -127,7 +130,7 @@ describe('POST /webhooks/plane with the fake Plane', () => {
   it("orch's own changes echoing back (PLANE_BOT_USER_ID) are ignored", async () => {
     const issue = c.fake.addIssue(c.planeProject, { name: 'Echo', stateName: 'Backlog' });
     const before = await rowCounts(c.orch);
-    const r = await c.send(c.fake.moveIssue(issue.id, 'To Analyse', c.fake.botUserId));
+    const r = await c.send(c.fake.moveIssue(issue.id, 'To Analyse', { actorId: c.fake.botUserId }));
     expect(r.status).toBe(202);
     expect(r.json.status).toBe('ignored_echo');
     expect((await rowCounts(c.orch)).tasks).toBe(before.tasks);
@@ -268,7 +271,7 @@ async function startProxy(targetPort: number) {
 /** The kinds of calls the fake Plane accepted, per issue, in order. */
 function acceptedCalls(fake: FakePlane, issueId: string): string[] {
   return fake.requests
-    .filter((r) => r.status < 300 && r.path.includes(`/issues/${issueId}/`) && r.method !== 'GET')
+    .filter((r) => r.status < 300 && r.path.includes(`/work-items/${issueId}/`) && r.method !== 'GET')
     .map((r) => (r.method === 'PATCH' ? 'state' : 'comment'));
 }
 
@@ -287,7 +290,7 @@ describe('outbox delivery', () => {
   it('a task run to done: Plane gets in progress → in review → done and the comments', async () => {
     c = await setup();
     await c.orch.worker();
-    const deliverer = createOutboxDeliverer({ db: c.orch.rt.svc.db, tracker: createTracker(c.orch.config)!, log: c.orch.log });
+    const deliverer = createOutboxDeliverer({ db: c.orch.rt.svc.db, channel: planeOutboxChannel(createTracker(c.orch.config, { db: c.orch.rt.svc.db })!), log: c.orch.log });
     deliverer.start(0.1);
     try {
       const issue = c.fake.addIssue(c.planeProject, { name: 'Ship it', stateName: 'Backlog' });
@@ -309,7 +312,7 @@ describe('outbox delivery', () => {
     }
   });
 
-  it('429 honours X-RateLimit-Reset, 500 backs off from 5 s, Plane down for an hour loses nothing; order per issue kept', async () => {
+  it('429 honours Retry-After (not counted as an attempt), 500 backs off from 5 s, Plane down for an hour loses nothing; order per issue kept', async () => {
     c = await setup();
     const db = c.orch.rt.svc.db;
     const proxy = await startProxy(Number(new URL(c.fake.url).port));
@@ -324,7 +327,7 @@ describe('outbox delivery', () => {
     const record = (o: unknown, m?: string) => void logged.push(JSON.stringify(o) + (m ?? ''));
     const capture: Record<string, unknown> = { warn: record, error: record, info: record, debug: () => {} };
     capture.child = () => capture;
-    const deliverer = createOutboxDeliverer({ db, tracker, log: capture as unknown as Logger });
+    const deliverer = createOutboxDeliverer({ db, channel: planeOutboxChannel(tracker), log: capture as unknown as Logger });
 
     const issues = [0, 1].map((i) => c!.fake.addIssue(c!.planeProject, { name: `issue ${i}`, stateName: 'To Analyse' }));
     const plan: Array<['set_state', string] | ['comment', string]> = [
@@ -344,21 +347,22 @@ describe('outbox delivery', () => {
     const rows = async () => (await sql<{ id: number; attempts: number; next_attempt_at: Date; last_error: string | null; payload: { issueId: string } }>`SELECT * FROM outbox WHERE delivered_at IS NULL ORDER BY id`.execute(db)).rows;
     const makeDue = () => sql`UPDATE outbox SET next_attempt_at = now() WHERE delivered_at IS NULL`.execute(db);
 
-    // 429: the row is rescheduled at the reset, and the deliverer pauses until then
-    const reset = Math.floor(Date.now() / 1000) + 2;
-    c.fake.rateLimitNext(1, reset);
+    // 429: the row is rescheduled at Retry-After, and the deliverer pauses until then
+    const reset = Date.now() + 2000;
+    c.fake.rateLimitNext(1, 2);
     const t1 = await deliverer.tick();
     expect(t1).toEqual({ delivered: 0, failed: 1 });
     const first = (await rows())[0]!;
-    expect(first.attempts).toBe(1);
-    expect(Math.abs(first.next_attempt_at.getTime() - reset * 1000)).toBeLessThan(1000);
+    expect(first.attempts).toBe(0);
+    expect(Math.abs(first.next_attempt_at.getTime() - reset)).toBeLessThan(1000);
     expect(first.last_error).toContain('429');
     const requestsDuringPause = c.fake.requests.length;
     expect(await deliverer.tick()).toEqual({ delivered: 0, failed: 0 });
     expect(c.fake.requests.length).toBe(requestsDuringPause); // nothing sent before the reset
     expect(await pending()).toBe(10);
 
-    await waitFor(async () => Date.now() > reset * 1000 + 50, 5000, 'rate limit reset');
+    // the deliverer pauses until the row's Retry-After (counted from when the 429 arrived)
+    await waitFor(async () => Date.now() > first.next_attempt_at.getTime() + 50, 5000, 'rate limit reset');
     // 500: exponential backoff from 5 s (default), not lost
     c.fake.failNext(1, 500);
     const t2 = await deliverer.tick();
@@ -412,7 +416,7 @@ describe('outbox delivery', () => {
     c = await setup();
     const broken = createOutboxDeliverer({
       db: c.orch.rt.svc.db.withSchema('no_such_schema'),
-      tracker: { setState: async () => {}, comment: async () => {} },
+      channel: planeOutboxChannel({ setState: async () => {}, comment: async () => {} }),
       log: c.orch.log,
     });
     expect(await broken.tick()).toEqual({ delivered: 0, failed: 0 });
@@ -447,14 +451,14 @@ describe('reconciliation', () => {
     expect(hook.json.status).toBe('task_created');
     c.fake.addIssue(c.planeProject, { name: 'Backlog item', stateName: 'Backlog' });
 
-    const first = await reconcilePlane(d, tracker);
+    const first = await reconcilePlane(d, tracker, POLL);
     expect(first.errors).toBe(0);
     expect(first.outcomes).toEqual({ task_created: 1, duplicate: 1 }); // the webhook's issue is a duplicate of its webhook
     const task = await getLiveTaskByIssue(svc.db, missed.id);
     expect(task).toMatchObject({ title: 'Missed webhook', body: 'no webhook came', stage: 'analysis' });
     const before = await rowCounts(c.orch);
 
-    const second = await reconcilePlane(d, tracker);
+    const second = await reconcilePlane(d, tracker, POLL);
     expect(second.outcomes).toEqual({ duplicate: 2 });
     expect(await rowCounts(c.orch)).toEqual(before);
 
@@ -471,10 +475,10 @@ describe('reconciliation', () => {
     const issue = c.fake.addIssue(c.planeProject, { name: 'To be stopped', stateName: 'Backlog' });
     const created = await c.send(c.fake.moveIssue(issue.id, 'To Analyse'));
     c.fake.moveIssue(issue.id, 'STOP'); // webhook lost
-    const r = await reconcilePlane(d, createTracker(c.orch.config)!);
+    const r = await reconcilePlane(d, createTracker(c.orch.config)!, POLL);
     expect(r.outcomes).toEqual({ stop_requested: 1 });
     expect((await getTask(svc.db, created.json.task_id!))!.cancel_requested_at).not.toBeNull();
-    expect((await reconcilePlane(d, createTracker(c.orch.config)!)).outcomes).toEqual({ duplicate: 1 });
+    expect((await reconcilePlane(d, createTracker(c.orch.config)!, POLL)).outcomes).toEqual({ duplicate: 1 });
   });
 
   it('Plane unreachable: the pass reports errors and never raises', async () => {
@@ -487,7 +491,156 @@ describe('reconciliation', () => {
       timeoutMs: 500,
       stateNames: { in_progress: 'a', in_review: 'b', done: 'c', cancelled: 'd', blocked: 'e' },
     });
-    const r = await reconcilePlane({ db: svc.db, boss: svc.boss, config: c.orch.config, log: c.orch.log }, tracker);
+    const r = await reconcilePlane({ db: svc.db, boss: svc.boss, config: c.orch.config, log: c.orch.log }, tracker, POLL);
     expect(r).toMatchObject({ projects: 1, errors: 1, seen: 0 });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+describe('the same issue, whichever path sees it', () => {
+  let c: Ctx | undefined;
+  afterEach(async () => {
+    await teardown(c);
+    c = undefined;
+  });
+
+  /** editor markup as Plane's tiptap writes it (packages/editor), with a mention and a code block */
+  const RICH =
+    '<p class="editor-paragraph-block" data-id="1">Add a <strong>dark mode</strong> to <code class="rounded-sm" spellcheck="false">settings_page</code>.</p>' +
+    '<h2 class="editor-heading-block">Steps</h2><ul class="list-disc pl-7"><li class="not-prose space-y-2"><p class="editor-paragraph-block">a toggle</p></li>' +
+    '<li class="not-prose space-y-2"><p class="editor-paragraph-block">ask <mention-component id="m" entity_identifier="u-42" entity_name="user_mention"></mention-component> first</p></li></ul>' +
+    '<pre><code class="language-css">body { color: #000; }</code></pre>';
+  const RICH_MD = 'Add a **dark mode** to `settings_page`.\n\n## Steps\n\n- a toggle\n- ask @u-42 first\n\n```css\nbody { color: #000; }\n```';
+
+  it('a task created by the poll and one created by the webhook for the same issue text have identical bodies (Markdown, not HTML)', async () => {
+    c = await setup();
+    const svc = c.orch.rt.svc;
+    const d = { db: svc.db, boss: svc.boss, config: c.orch.config, log: c.orch.log };
+    const viaHook = c.fake.addIssue(c.planeProject, { name: 'Dark mode (webhook)', descriptionHtml: RICH, stateName: 'Backlog' });
+    const viaPoll = c.fake.addIssue(c.planeProject, { name: 'Dark mode (poll)', descriptionHtml: RICH, stateName: 'Backlog' });
+    const hook = await c.send(c.fake.moveIssue(viaHook.id, 'To Analyse'));
+    expect(hook.json.status).toBe('task_created');
+    c.fake.moveIssue(viaPoll.id, 'To Analyse'); // its webhook is lost
+    const tracker = createTracker(c.orch.config, { db: svc.db })!;
+    // the outbox goes first (the poll yields while a Plane row is due): deliver the pick-up
+    await createOutboxDeliverer({ db: svc.db, channel: planeOutboxChannel(tracker), log: c.orch.log }).tick();
+    expect((await reconcilePlane(d, tracker, POLL)).outcomes).toMatchObject({ task_created: 1 });
+    const a = (await getLiveTaskByIssue(svc.db, viaHook.id))!;
+    const b = (await getLiveTaskByIssue(svc.db, viaPoll.id))!;
+    expect(a.body).toBe(RICH_MD);
+    expect(b.body).toBe(a.body);
+  });
+
+  it('a state_id webhook, then a poll of the same change → one task; its failed analysis is not relaunched by the poll', async () => {
+    c = await setup({ ORCH_AGENT: 'command', ORCH_AGENT_CMD: `LAZY_STAGE=analysis sh ${GOOD_AGENT}`, ORCH_JOB_MAX_ATTEMPTS: '1' });
+    await c.orch.worker();
+    const svc = c.orch.rt.svc;
+    const d = { db: svc.db, boss: svc.boss, config: c.orch.config, log: c.orch.log };
+    const tracker = createTracker(c.orch.config, { db: svc.db })!;
+    const issue = c.fake.addIssue(c.planeProject, { name: 'Analysis fails', stateName: 'Backlog' });
+    const body = c.fake.moveIssue(issue.id, 'To Analyse'); // the web app: field "state_id"
+    expect((body.activity as { field: string }).field).toBe('state_id');
+    const hook = await c.send(body);
+    expect(hook.json.status).toBe('task_created');
+    const taskId = hook.json.task_id!;
+    await waitFor(async () => (await getTask(svc.db, taskId))?.blocked_at, 30_000, 'analysis failed and blocked');
+    // orch's own move to "In Progress" is still waiting in the outbox (no deliverer runs here, and
+    // the rows back off as after a failed attempt, so the poll does not yield to them): Plane still
+    // shows the issue in "To Analyse", with the updated_at of the user's move
+    await sql`UPDATE outbox SET next_attempt_at = now() + interval '1 hour' WHERE delivered_at IS NULL`.execute(svc.db);
+    expect(c.fake.issues.get(issue.id)!.state).toBe(c.fake.states(c.planeProject).find((s) => s.name === 'To Analyse')!.id);
+    const jobs = (await listTaskJobs(svc.db, taskId)).length;
+    const first = await reconcilePlane(d, tracker, POLL);
+    expect(first.outcomes).toEqual({ duplicate: 1 });
+    // someone edits the description: a new updated_at, but no move — still nothing to relaunch
+    c.fake.editIssue(issue.id, '<p>more detail</p>');
+    expect((await reconcilePlane(d, tracker, POLL)).outcomes).toEqual({ duplicate: 1 });
+    expect(await listTaskJobs(svc.db, taskId)).toHaveLength(jobs);
+    expect(await tasksOfIssue(c.orch, issue.id)).toHaveLength(1);
+    expect((await getTask(svc.db, taskId))!.blocked_at).not.toBeNull();
+
+    // a real move away and back, both webhooks lost: the poll sees the issue back in "To
+    // Analyse" after orch knew it elsewhere (orch's own delivered move), and relaunches
+    await sql`UPDATE outbox SET next_attempt_at = now() WHERE delivered_at IS NULL`.execute(svc.db);
+    const deliverer = createOutboxDeliverer({ db: svc.db, channel: planeOutboxChannel(tracker), log: c.orch.log });
+    await deliverer.tick(); // in progress, then blocked, delivered: orch now knows the issue is in "Blocked"
+    expect(c.fake.issues.get(issue.id)!.state).toBe(c.fake.states(c.planeProject).find((s) => s.name === 'Blocked')!.id);
+    c.fake.moveIssue(issue.id, 'To Analyse');
+    expect((await reconcilePlane(d, tracker, POLL)).outcomes).toEqual({ task_relaunched: 1 });
+    expect((await listTaskJobs(svc.db, taskId)).length).toBe(jobs + 1);
+  });
+
+  it('timestamps in another zone dedupe too: REST in +05:30 (poll first), the webhook in UTC', async () => {
+    const fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG, restUtcOffset: '+05:30' });
+    const planeProject = randomUUID();
+    fake.addProject(planeProject, STATES);
+    const orch = await startOrch({ env: planeEnv(fake), project: { plane_project: planeProject } });
+    c = { fake, orch, planeProject, app: createApp({ db: orch.rt.svc.db, boss: orch.rt.svc.boss, config: orch.config, log: orch.log }), send: async () => ({ status: 0, json: {} }) };
+    const svc = orch.rt.svc;
+    const issue = fake.addIssue(planeProject, { name: 'Zoned', stateName: 'Backlog' });
+    const hookBody = fake.moveIssue(issue.id, 'To Analyse'); // delivered late, after the poll
+    const rest = fake.restIssue(fake.issues.get(issue.id)!);
+    expect(rest.updated_at).toMatch(/\+05:30$/);
+    expect((hookBody.data as { updated_at: string }).updated_at).toMatch(/Z$/);
+    const r = await reconcilePlane({ db: svc.db, boss: svc.boss, config: orch.config, log: orch.log }, createTracker(orch.config, { db: svc.db })!, POLL);
+    expect(r.outcomes).toEqual({ task_created: 1 });
+    const raw = JSON.stringify(hookBody);
+    const late = await c.app.request('/webhooks/plane', { method: 'POST', body: raw, headers: { 'content-type': 'application/json', 'x-plane-signature': fake.sign(raw, SECRET) } });
+    expect(((await late.json()) as { status: string }).status).toBe('duplicate');
+    expect(await tasksOfIssue(orch, issue.id)).toHaveLength(1);
+    const deliveries = await sql<{ n: number }>`SELECT count(*)::int AS n FROM webhook_deliveries`.execute(svc.db);
+    expect(deliveries.rows[0]!.n).toBe(1);
+  });
+
+  it('a Plane that answers 404 for /work-items/ still works end to end: webhook, outbox and poll', async () => {
+    const fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG, routes: 'legacy' });
+    const planeProject = randomUUID();
+    fake.addProject(planeProject, STATES);
+    const orch = await startOrch({ env: planeEnv(fake), project: { plane_project: planeProject } });
+    c = { fake, orch, planeProject, app: createApp({ db: orch.rt.svc.db, boss: orch.rt.svc.boss, config: orch.config, log: orch.log }), send: async () => ({ status: 0, json: {} }) };
+    const svc = orch.rt.svc;
+    const tracker = createTracker(orch.config, { db: svc.db })!;
+    const missed = fake.addIssue(planeProject, { name: 'On an old Plane', description: 'found by the poll', stateName: 'Backlog' });
+    fake.moveIssue(missed.id, 'To Analyse');
+    const r = await reconcilePlane({ db: svc.db, boss: svc.boss, config: orch.config, log: orch.log }, tracker, POLL);
+    expect(r).toMatchObject({ errors: 0, outcomes: { task_created: 1 } });
+    expect((await getLiveTaskByIssue(svc.db, missed.id))!.body).toBe('found by the poll');
+    const deliverer = createOutboxDeliverer({ db: svc.db, channel: planeOutboxChannel(tracker), log: orch.log });
+    expect((await deliverer.tick()).delivered).toBe(2); // in progress + the pick-up comment
+    expect(fake.issues.get(missed.id)!.state).toBe(fake.states(planeProject).find((s) => s.name === 'In Progress')!.id);
+    expect(fake.comments.filter((x) => x.issueId === missed.id)).toHaveLength(1);
+    expect(fake.requests.filter((x) => x.path.includes('/work-items/'))).toHaveLength(1);
+  });
+
+  it("resolving a state's name over HTTP holds no transaction and no delivery lock open", async () => {
+    c = await setup();
+    const db = c.orch.rt.svc.db;
+    const tracker = createTracker(c.orch.config, { db })!;
+    const seen: Array<{ in_tx: number; advisory: number }> = [];
+    const app = createApp({
+      db,
+      boss: c.orch.rt.svc.boss,
+      config: c.orch.config,
+      log: c.orch.log,
+      tracker: {
+        async stateNameOf(projectId, stateId) {
+          // what Postgres sees while orch waits for Plane
+          const r = await sql<{ in_tx: number; advisory: number }>`
+            SELECT (SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND state LIKE 'idle in transaction%') AS in_tx,
+                   (SELECT count(*)::int FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                    WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.classid = ${0x686f6f6b}::oid) AS advisory`.execute(db);
+          seen.push(r.rows[0]!);
+          return tracker.stateNameOf(projectId, stateId);
+        },
+      },
+    });
+    const issue = c.fake.addIssue(c.planeProject, { name: 'Id only', stateName: 'Backlog' });
+    const body = c.fake.moveIssue(issue.id, 'To Analyse') as { data: Record<string, unknown> };
+    body.data.state = (body.data.state as { id: string }).id; // no name: Plane must be asked
+    const raw = JSON.stringify(body);
+    const res = await app.request('/webhooks/plane', { method: 'POST', body: raw, headers: { 'content-type': 'application/json', 'x-plane-signature': c.fake.sign(raw, SECRET) } });
+    expect(((await res.json()) as { status: string }).status).toBe('task_created');
+    expect(seen).toEqual([{ in_tx: 0, advisory: 0 }]);
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parsePlaneWebhook, verifyPlaneSignature, webhookDedupeKey } from '@orch/shared/tracker/plane-webhook';
 import type { PlaneIssueEvent } from '@orch/shared/tracker/plane-webhook';
-import { createPlaneTracker, rateLimitRetryAt } from '@orch/shared/tracker/plane';
+import { createPlaneTracker, PlaneRateLimited, rateLimitRetryAt } from '@orch/shared/tracker/plane';
 import type { PlaneTracker } from '@orch/shared/tracker/plane';
 import { TrackerRetryError } from '@orch/shared/tracker/types';
 import type { TrackerStateRole } from '@orch/shared/tracker/types';
@@ -107,18 +107,19 @@ describe('parsePlaneWebhook', () => {
       newValue: '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11',
       oldValue: '9b7e1c2d-3f4a-4b5c-8d9e-0f1a2b3c4d5e',
       actorId: '7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d',
-      activityAt: '2025-01-02T03:04:05.678901Z',
+      updatedAt: '2025-01-02T03:04:05.678901Z',
     } satisfies PlaneIssueEvent);
   });
 
-  it('falls back to description_html, a plain state id, and tolerates extra fields', () => {
+  it('takes the body from description_html (as Markdown), a plain state id, and tolerates extra fields', () => {
     const p = issuePayload({ extra_top: { anything: [1, 2] } });
     const d = p.data as Record<string, unknown>;
-    d.description_stripped = null;
+    d.description_stripped = 'Please add a dark modeTwo'; // strip_tags glues paragraphs together
+    d.description_html = '<p>Please add a dark mode</p><p>Two</p>';
     d.state = '0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11';
     d.brand_new_field = 42;
     const e = parsedEvent(p);
-    expect(e.issueDescription).toBe('<p>Please add a dark mode</p>');
+    expect(e.issueDescription).toBe('Please add a dark mode\n\nTwo');
     expect(e.stateId).toBe('0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11');
     expect(e.stateName).toBeNull();
   });
@@ -139,7 +140,7 @@ describe('parsePlaneWebhook', () => {
     expect(e.stateName).toBe('To Analyse');
     expect(e.stateId).toBe('0f6d2b8e-2c1f-4a7e-9a51-6f6b1b2f9c11');
     expect(e.actorId).toBe('7d6c5b4a-3e2f-4a1b-9c8d-7e6f5a4b3c2d');
-    expect(e.activityAt).toBe('2025-02-02T00:00:00Z');
+    expect(e.updatedAt).toBe('2025-01-02T03:04:05.678901Z');
   });
 
   it('renders non-string activity values as text', () => {
@@ -215,13 +216,34 @@ describe('webhookDedupeKey', () => {
     expect(webhookDedupeKey(a)).toMatch(/^[0-9a-f]{64}$/);
   });
 
-  it('differs for a different new value, field, or a later change to the same value', () => {
+  it('a state event is keyed by what it means: issue, state, updated_at as a UTC instant', () => {
     const base = parsedEvent(issuePayload());
     const key = webhookDedupeKey(base);
-    expect(webhookDedupeKey({ ...base, newValue: '11111111-2c1f-4a7e-9a51-6f6b1b2f9c11' })).not.toBe(key);
-    expect(webhookDedupeKey({ ...base, field: 'priority' })).not.toBe(key);
-    expect(webhookDedupeKey({ ...base, activityAt: '2025-01-02T03:09:00.000000Z' })).not.toBe(key);
+    // the web app's field name, the REST one, or a create: the same fact
+    expect(webhookDedupeKey({ ...base, field: 'state_id' })).toBe(key);
+    expect(webhookDedupeKey({ ...base, action: 'created', field: null, newValue: null })).toBe(key);
+    // the same instant in the token owner's zone (REST), or with fewer fraction digits
+    expect(webhookDedupeKey({ ...base, updatedAt: '2025-01-02T08:34:05.678901+05:30' })).toBe(key);
+    expect(webhookDedupeKey({ ...base, updatedAt: '2025-01-01T22:04:05.678901-05:00' })).toBe(key);
+    const whole = { ...base, updatedAt: '2025-01-02T03:04:05Z' };
+    expect(webhookDedupeKey({ ...base, updatedAt: '2025-01-02T03:04:05.000000Z' })).toBe(webhookDedupeKey(whole));
+    // another state, another time, another issue: another key
+    expect(webhookDedupeKey({ ...base, stateId: '11111111-2c1f-4a7e-9a51-6f6b1b2f9c11' })).not.toBe(key);
+    expect(webhookDedupeKey({ ...base, updatedAt: '2025-01-02T03:09:00.000000Z' })).not.toBe(key);
+    expect(webhookDedupeKey({ ...base, updatedAt: '2025-01-02T03:04:05.678902Z' })).not.toBe(key);
     expect(webhookDedupeKey({ ...base, issueId: 'other' })).not.toBe(key);
+  });
+
+  it('other events keep a content key (field, new value, updated_at)', () => {
+    const base = { ...parsedEvent(issuePayload()), field: 'priority', newValue: 'high' };
+    const key = webhookDedupeKey(base);
+    expect(webhookDedupeKey({ ...base })).toBe(key);
+    expect(webhookDedupeKey({ ...base, newValue: 'low' })).not.toBe(key);
+    expect(webhookDedupeKey({ ...base, field: 'name' })).not.toBe(key);
+    expect(webhookDedupeKey({ ...base, updatedAt: '2025-01-02T03:09:00.000000Z' })).not.toBe(key);
+    // a state event without a readable time falls back to the content key
+    const noTime = { ...parsedEvent(issuePayload()), updatedAt: null };
+    expect(webhookDedupeKey(noTime)).not.toBe(webhookDedupeKey({ ...noTime, newValue: 'x' }));
   });
 });
 
@@ -230,31 +252,76 @@ describe('webhookDedupeKey', () => {
 describe('fake Plane', () => {
   let fake: FakePlane;
   beforeAll(async () => {
-    fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG });
+    fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG, maxPageSize: 2, restUtcOffset: '+05:30' });
     fake.addProject(PROJECT, STATES);
   });
   afterAll(() => fake.close());
 
   const statesUrl = () => `${fake.url}/api/v1/workspaces/${SLUG}/projects/${PROJECT}/states/`;
+  const h = { 'X-API-Key': API_KEY };
 
   it('answers 401 without or with a wrong X-API-Key, 404 for unknown paths', async () => {
     expect((await fetch(statesUrl())).status).toBe(401);
     expect((await fetch(statesUrl(), { headers: { 'X-API-Key': 'nope' } })).status).toBe(401);
-    const h = { 'X-API-Key': API_KEY };
     expect((await fetch(statesUrl(), { headers: h })).status).toBe(200);
     expect((await fetch(statesUrl().replace(PROJECT, 'b6f3f6b5-0000-4000-8000-000000000000'), { headers: h })).status).toBe(404);
     expect((await fetch(statesUrl().replace(`/${SLUG}/`, '/other/'), { headers: h })).status).toBe(404);
-    expect((await fetch(`${fake.url}/api/v1/workspaces/${SLUG}/projects/${PROJECT}/issues/${'0'.repeat(8)}-0000-4000-8000-000000000000/`, { headers: h })).status).toBe(404);
+    for (const prefix of ['work-items', 'issues']) {
+      expect((await fetch(`${fake.url}/api/v1/workspaces/${SLUG}/projects/${PROJECT}/${prefix}/${'0'.repeat(8)}-0000-4000-8000-000000000000/`, { headers: h })).status).toBe(404);
+    }
   });
 
   it('serves Plane-shaped paginated lists with uuid ids', async () => {
-    const res = await fetch(statesUrl(), { headers: { 'X-API-Key': API_KEY } });
+    const res = await fetch(statesUrl(), { headers: h });
     const body = (await res.json()) as Record<string, unknown>;
     expect(body).toMatchObject({ next_cursor: '2:1:0', next_page_results: true, prev_page_results: false, total_count: STATES.length, count: 2 });
     const first = (body.results as Array<Record<string, unknown>>)[0]!;
     expect(Object.keys(first)).toEqual(expect.arrayContaining(['id', 'name', 'group', 'color', 'sequence']));
     expect(first.id).toMatch(/^[0-9a-f-]{36}$/);
     expect(res.headers.get('x-ratelimit-reset')).toMatch(/^\d+$/);
+    expect((await fetch(`${statesUrl()}?per_page=1001`, { headers: h })).status).toBe(400);
+  });
+
+  it('REST has no description_stripped and writes datetimes in the token owner\'s zone; the webhook has both, in UTC', async () => {
+    const issue = fake.addIssue(PROJECT, { name: 'Zones', description: 'text', stateName: 'Backlog' });
+    const res = await fetch(`${fake.url}/api/v1/workspaces/${SLUG}/projects/${PROJECT}/work-items/${issue.id}/`, { headers: h });
+    const rest = (await res.json()) as Record<string, unknown>;
+    expect(rest).not.toHaveProperty('description_stripped');
+    expect(rest.description_html).toBe('<p>text</p>');
+    expect(rest.updated_at).toMatch(/\+05:30$/);
+    expect(Date.parse(String(rest.updated_at))).toBe(Date.parse(issue.updated_at));
+    const hook = fake.moveIssue(issue.id, 'To Analyse') as { data: Record<string, unknown>; activity: Record<string, unknown> };
+    expect(hook.data.updated_at).toMatch(/Z$/);
+    expect(hook.data.description_stripped).toBe('text');
+    expect(hook.activity.field).toBe('state_id');
+    // fields= keeps only what is asked for; order_by=-updated_at puts the latest change first
+    const list = (await (await fetch(`${fake.url}/api/v1/workspaces/${SLUG}/projects/${PROJECT}/work-items/?order_by=-updated_at&fields=id,state`, { headers: h })).json()) as { results: Array<Record<string, unknown>> };
+    expect(Object.keys(list.results[0]!).sort()).toEqual(['id', 'state']);
+    expect(list.results[0]!.id).toBe(issue.id);
+  });
+
+  it('enforces 60 requests a minute per key: a 429 carries only Retry-After and error 5900', async () => {
+    const f = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG });
+    try {
+      f.addProject(PROJECT, STATES);
+      const url = `${f.url}/api/v1/workspaces/${SLUG}/projects/${PROJECT}/states/`;
+      const statuses: number[] = [];
+      let last: Response | null = null;
+      for (let i = 0; i < 61; i++) {
+        last = await fetch(url, { headers: h });
+        statuses.push(last.status);
+        if (i < 60) expect(last.headers.get('x-ratelimit-remaining')).toBe(String(59 - i));
+      }
+      expect(statuses.filter((x) => x === 200)).toHaveLength(60);
+      expect(statuses.at(-1)).toBe(429);
+      expect(Number(last!.headers.get('retry-after'))).toBeGreaterThan(55);
+      expect(last!.headers.get('x-ratelimit-remaining')).toBeNull();
+      expect(await last!.json()).toEqual({ error_code: 5900, error_message: 'RATE_LIMIT_EXCEEDED' });
+      // a request without a valid key is refused by authentication, not counted
+      expect((await fetch(url, { headers: { 'X-API-Key': 'nope' } })).status).toBe(401);
+    } finally {
+      await f.close();
+    }
   });
 
   it('builds a realistic, verifiable issue webhook', () => {
@@ -270,11 +337,11 @@ describe('fake Plane', () => {
       issueName: 'Webhook me',
       issueDescription: 'body text',
       stateName: 'To Analyse',
-      field: 'state',
+      field: 'state_id',
       stateId: fake.issues.get(issue.id)!.state,
       newValue: fake.issues.get(issue.id)!.state,
     });
-    // the same change delivered twice has one key; a later change back has another
+    // the same change sent again, even under the REST field name, has one key; a later change back has another
     const again = parsedEvent(JSON.parse(JSON.stringify(fake.webhookBody(fake.issues.get(issue.id)!, { field: 'state', oldValue: 'Backlog', newValue: 'To Analyse', actorId: e.actorId! }))));
     expect(webhookDedupeKey(again)).toBe(webhookDedupeKey(e));
     fake.moveIssue(issue.id, 'Backlog');
@@ -288,7 +355,7 @@ describe('createPlaneTracker', () => {
   let tracker: PlaneTracker;
 
   beforeEach(async () => {
-    fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG });
+    fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG, maxPageSize: 2 });
     fake.addProject(PROJECT, STATES);
     tracker = createPlaneTracker({ baseUrl: fake.url + '/', apiKey: API_KEY, workspaceSlug: SLUG, stateNames: ROLES, timeoutMs: 5000 });
   });
@@ -303,8 +370,10 @@ describe('createPlaneTracker', () => {
     expect(await tracker.resolveStateId(PROJECT, 'IN REVIEW')).toBe(ids['In Review']);
     expect(await tracker.stateNameOf(PROJECT, ids['Done']!)).toBe('Done');
     expect(stateLoads()).toBe(1);
-    // all pages were followed (8 states, 2 per page)
-    expect(fake.requests.filter((r) => r.path.endsWith('/states/')).length).toBe(4);
+    // all pages were followed (8 states, 2 per page), each asking for Plane's largest page
+    const pages = fake.requests.filter((r) => r.path.endsWith('/states/'));
+    expect(pages.length).toBe(4);
+    expect(pages.every((r) => r.query.includes('per_page=1000'))).toBe(true);
   });
 
   it('refreshes the cache once on a miss (a state added after the first lookup)', async () => {
@@ -320,16 +389,17 @@ describe('createPlaneTracker', () => {
     expect(stateLoads()).toBe(3);
   });
 
-  it('setState PATCHes the issue with the configured state id', async () => {
+  it('setState PATCHes the work item on the current route and answers the new updated_at', async () => {
     const ids = fake.addProject(PROJECT, []);
     const issue = fake.addIssue(PROJECT, { name: 'Task', stateName: 'To Analyse' });
-    await tracker.setState({ projectId: PROJECT, issueId: issue.id, role: 'in_review' });
-    expect(fake.stateChanges).toEqual([{ issueId: issue.id, stateId: ids['In Review'] }]);
+    const changed = await tracker.setState({ projectId: PROJECT, issueId: issue.id, role: 'in_review' });
+    expect(changed).toEqual({ stateId: ids['In Review'], updatedAt: fake.issues.get(issue.id)!.updated_at });
+    expect(fake.stateChanges.map((c) => c.stateId)).toEqual([ids['In Review']]);
     expect(fake.issues.get(issue.id)!.state).toBe(ids['In Review']);
     const patch = fake.requests.find((r) => r.method === 'PATCH');
-    expect(patch).toEqual({ method: 'PATCH', path: `/api/v1/workspaces/${SLUG}/projects/${PROJECT}/issues/${issue.id}/`, query: '', status: 200 });
+    expect(patch).toMatchObject({ method: 'PATCH', path: `/api/v1/workspaces/${SLUG}/projects/${PROJECT}/work-items/${issue.id}/`, query: '', status: 200 });
     await tracker.setState({ projectId: PROJECT, issueId: issue.id, role: 'done' });
-    expect(fake.stateChanges.at(-1)).toEqual({ issueId: issue.id, stateId: ids['Done'] });
+    expect(fake.stateChanges.at(-1)?.stateId).toBe(ids['Done']);
   });
 
   it('setState fails clearly when the configured state does not exist', async () => {
@@ -343,40 +413,57 @@ describe('createPlaneTracker', () => {
     const issue = fake.addIssue(PROJECT, { name: 'Task', stateName: 'Backlog' });
     await tracker.comment({ projectId: PROJECT, issueId: issue.id, html: '<p>orch: <b>blocked</b></p>' });
     expect(fake.comments).toMatchObject([{ issueId: issue.id, comment_html: '<p>orch: <b>blocked</b></p>' }]);
-    expect(fake.requests.at(-1)).toMatchObject({ method: 'POST', path: `/api/v1/workspaces/${SLUG}/projects/${PROJECT}/issues/${issue.id}/comments/`, status: 201 });
+    expect(fake.requests.at(-1)).toMatchObject({ method: 'POST', path: `/api/v1/workspaces/${SLUG}/projects/${PROJECT}/work-items/${issue.id}/comments/`, status: 201 });
   });
 
-  it('429 → TrackerRetryError with retryAt from X-RateLimit-Reset', async () => {
+  it('a Plane without /work-items/ (older than v1.1.0) still works: one fallback to /issues/, remembered, logged once', async () => {
+    const old = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG, routes: 'legacy' });
+    try {
+      const ids = old.addProject(PROJECT, STATES);
+      const warned: string[] = [];
+      const log = { warn: (_o: unknown, m: string) => void warned.push(m) } as unknown as import('@orch/shared/runtime/logger').Logger;
+      const mk = () => createPlaneTracker({ baseUrl: old.url, apiKey: API_KEY, workspaceSlug: SLUG, stateNames: ROLES, log });
+      const t = mk();
+      const issue = old.addIssue(PROJECT, { name: 'Old Plane', description: 'still works', stateName: 'To Analyse' });
+      expect((await t.listIssues(PROJECT)).issues.map((i) => i.name)).toEqual(['Old Plane']);
+      await t.setState({ projectId: PROJECT, issueId: issue.id, role: 'in_progress' });
+      await t.comment({ projectId: PROJECT, issueId: issue.id, html: '<p>hi</p>' });
+      await mk().comment({ projectId: PROJECT, issueId: issue.id, html: '<p>another client, same Plane</p>' });
+      expect(old.issues.get(issue.id)!.state).toBe(ids['In Progress']);
+      expect(old.comments).toHaveLength(2);
+      const workItems = old.requests.filter((r) => r.path.includes('/work-items/'));
+      expect(workItems.map((r) => r.status)).toEqual([404]); // asked once, then remembered
+      expect(old.requests.filter((r) => r.path.includes('/issues/') && r.status < 300)).toHaveLength(4);
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatch(/\/issues\//);
+    } finally {
+      await old.close();
+    }
+  });
+
+  it('429 → PlaneRateLimited with retryAt from Retry-After (the only header Plane sends)', async () => {
     const issue = fake.addIssue(PROJECT, { name: 'Task', stateName: 'Backlog' });
-    const reset = Math.floor(Date.now() / 1000) + 120;
-    fake.rateLimitNext(1, reset);
+    fake.rateLimitNext(1, 120);
+    const before = Date.now();
     const err = await tracker.comment({ projectId: PROJECT, issueId: issue.id, html: '<p>x</p>' }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PlaneRateLimited);
     expect(err).toBeInstanceOf(TrackerRetryError);
-    expect((err as TrackerRetryError).retryAt.getTime()).toBe(reset * 1000);
+    const at = (err as TrackerRetryError).retryAt.getTime();
+    expect(at).toBeGreaterThanOrEqual(before + 120_000);
+    expect(at).toBeLessThanOrEqual(Date.now() + 120_000);
     expect(fake.comments).toEqual([]);
     // the limit has passed: the retry goes through
     await tracker.comment({ projectId: PROJECT, issueId: issue.id, html: '<p>x</p>' });
     expect(fake.comments).toHaveLength(1);
   });
 
-  it('429 without a reset header falls back to Retry-After, then now + 60 s', async () => {
+  it('rateLimitRetryAt: Retry-After seconds or date, else now + 60 s (X-RateLimit-Reset is not a 429 header)', () => {
     const now = Date.parse('2025-01-01T00:00:00Z');
     expect(rateLimitRetryAt(new Headers({ 'Retry-After': '30' }), now).getTime()).toBe(now + 30_000);
+    expect(rateLimitRetryAt(new Headers({ 'Retry-After': 'Wed, 01 Jan 2025 00:02:00 GMT' }), now).getTime()).toBe(now + 120_000);
     expect(rateLimitRetryAt(new Headers(), now).getTime()).toBe(now + 60_000);
-    expect(rateLimitRetryAt(new Headers({ 'X-RateLimit-Reset': 'soon' }), now).getTime()).toBe(now + 60_000);
-    const t = createPlaneTracker({
-      baseUrl: 'http://plane.invalid',
-      apiKey: API_KEY,
-      workspaceSlug: SLUG,
-      stateNames: ROLES,
-      fetch: async () => new Response('{"detail":"throttled"}', { status: 429 }),
-    });
-    const before = Date.now();
-    const err = await t.comment({ projectId: PROJECT, issueId: 'i', html: 'x' }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(TrackerRetryError);
-    const at = (err as TrackerRetryError).retryAt.getTime();
-    expect(at).toBeGreaterThanOrEqual(before + 60_000);
-    expect(at).toBeLessThanOrEqual(Date.now() + 60_000);
+    expect(rateLimitRetryAt(new Headers({ 'X-RateLimit-Reset': String(now / 1000 + 5) }), now).getTime()).toBe(now + 60_000);
+    expect(rateLimitRetryAt(new Headers({ 'Retry-After': 'soon' }), now).getTime()).toBe(now + 60_000);
   });
 
   it('500 → a plain Error (not a TrackerRetryError) naming the status', async () => {
@@ -419,41 +506,32 @@ describe('createPlaneTracker', () => {
     fake = await startFakePlane({ apiKey: API_KEY, workspaceSlug: SLUG }); // for afterEach
   });
 
-  it('listIssuesInStates follows pagination and filters by state', async () => {
+  it('listIssues reads the list alone: latest change first, only the fields orch reads, all pages, bodies as Markdown', async () => {
     const ids = fake.addProject(PROJECT, []);
-    const want = [
-      fake.addIssue(PROJECT, { name: 'A', description: 'first', stateName: 'To Analyse' }),
-      fake.addIssue(PROJECT, { name: 'B', stateName: 'Backlog' }),
-      fake.addIssue(PROJECT, { name: 'C', stateName: 'to analyse' }),
-      fake.addIssue(PROJECT, { name: 'D', stateName: 'Done' }),
-      fake.addIssue(PROJECT, { name: 'E', stateName: 'STOP' }),
-      fake.addIssue(PROJECT, { name: 'F', stateName: 'To Analyse' }),
-    ].filter((i) => i.name !== 'B' && i.name !== 'D');
-    const got = await tracker.listIssuesInStates(PROJECT, ['To Analyse', 'stop', 'No Such State']);
-    expect(got.map((i) => i.name).sort()).toEqual(want.map((i) => i.name).sort());
-    expect(got.find((i) => i.name === 'A')).toEqual({ id: want[0]!.id, name: 'A', description: 'first', stateId: ids['To Analyse'] });
-    expect(got.find((i) => i.name === 'C')!.description).toBeNull();
-    const issuePages = fake.requests.filter((r) => r.path.endsWith('/issues/'));
-    expect(issuePages.length).toBe(3); // 6 issues, 2 per page
-    expect(issuePages.slice(1).every((r) => /cursor=2%3A\d%3A0/.test(r.query))).toBe(true);
-    expect(await tracker.listIssuesInStates(PROJECT, ['No Such State'])).toEqual([]);
-  });
+    const made = [];
+    for (const name of ['A', 'B', 'C', 'D', 'E']) {
+      made.push(fake.addIssue(PROJECT, { name, descriptionHtml: `<p>${name} one</p><ul><li><p>item</p></li></ul>`, stateName: 'To Analyse' }));
+      await new Promise((r) => setTimeout(r, 3)); // distinct milliseconds
+    }
+    fake.moveIssue(made[1]!.id, 'Backlog'); // B is now the latest change
+    const got = await tracker.listIssues(PROJECT);
+    expect(got.issues.map((i) => i.name)).toEqual(['B', 'E', 'D', 'C', 'A']);
+    expect(got).toMatchObject({ pages: 3, exhaustive: true });
+    expect(got.newest?.getTime()).toBe(Date.parse(fake.issues.get(made[1]!.id)!.updated_at));
+    expect(got.issues[0]).toEqual({ id: made[1]!.id, name: 'B', description: 'B one\n\n- item', stateId: ids['Backlog'], updatedAt: fake.issues.get(made[1]!.id)!.updated_at });
+    const lists = fake.requests.filter((r) => /\/work-items\/$/.test(r.path));
+    expect(lists).toHaveLength(3); // no GET per work item
+    expect(fake.requests.some((r) => /\/work-items\/[0-9a-f-]{36}\/$/.test(r.path))).toBe(false);
+    const q = new URLSearchParams(lists[0]!.query);
+    expect(q.get('per_page')).toBe('1000');
+    expect(q.get('order_by')).toBe('-updated_at');
+    expect(q.get('fields')!.split(',').sort()).toEqual(['description_html', 'id', 'name', 'state', 'updated_at']);
 
-  it('getIssue returns the issue, null when Plane answers 404', async () => {
-    const ids = fake.addProject(PROJECT, []);
-    const issue = fake.addIssue(PROJECT, { name: 'Read me', description: 'details <here>', stateName: 'In Progress' });
-    expect(await tracker.getIssue(PROJECT, issue.id)).toEqual({
-      id: issue.id,
-      name: 'Read me',
-      description: 'details &lt;here&gt;',
-      stateId: ids['In Progress'],
-      sequenceId: 1,
-      updatedAt: issue.updated_at,
-    });
-    // an empty editor: Plane stores description_html "<p></p>" and description_stripped ""
-    const empty = fake.addIssue(PROJECT, { name: 'Empty', stateName: 'Backlog' });
-    expect(fake.issues.get(empty.id)).toMatchObject({ description_html: '<p></p>', description_stripped: '' });
-    expect((await tracker.getIssue(PROJECT, empty.id))!.description).toBeNull();
-    expect(await tracker.getIssue(PROJECT, 'a9a9a9a9-0000-4000-8000-000000000000')).toBeNull();
+    // since: paging stops after the first page that reaches an older change
+    const before = fake.requests.length;
+    const partial = await tracker.listIssues(PROJECT, { since: new Date(Date.parse(fake.issues.get(made[3]!.id)!.updated_at)) });
+    expect(partial.exhaustive).toBe(false);
+    expect(partial.issues.map((i) => i.name)).toEqual(['B', 'E', 'D', 'C']);
+    expect(fake.requests.length - before).toBe(2);
   });
 });

@@ -20,6 +20,7 @@ import { createLogger, type Logger } from '@orch/shared/runtime/logger';
 import { createTask } from '@orch/shared/pipeline/tasks';
 import { openRuntime } from '@orch/shared/runtime/process-runtime';
 import { createOutboxDeliverer } from '@orch/shared/tracker/outbox-deliverer';
+import { planeOutboxChannel } from '@orch/shared/tracker/plane-outbox';
 import { createPlaneTracker } from '@orch/shared/tracker/plane';
 import { createWorker } from '@orch/worker/worker';
 import { GOOD_AGENT } from './support/agents.ts';
@@ -117,7 +118,7 @@ describe('secrets never logged', () => {
         log.error({ err: err!.message }, 'plane call failed');
         // the outbox loop, wired as the CLI wires it
         await insertOutbox(s.db, { taskId: null, kind: 'comment', payload: { projectId: 'p1', issueId: 'i1', html: '<p>x</p>' } });
-        const deliverer = createOutboxDeliverer({ db: s.db, tracker, log, secrets: [SECRETS.PLANE_API_KEY] });
+        const deliverer = createOutboxDeliverer({ db: s.db, channel: planeOutboxChannel(tracker), log, secrets: [SECRETS.PLANE_API_KEY] });
         const r = await deliverer.tick();
         expect(r.delivered).toBe(0);
         const cErr = await tracker.comment({ projectId: 'p1', issueId: 'i1', html: '<p>x</p>' }).then(() => null, (e: Error) => e);

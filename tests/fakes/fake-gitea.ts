@@ -15,8 +15,20 @@
  * - POST   /repos/{o}/{r}/pulls/{n}/update      200 | 409 conflict | 422 merged or closed
  * - GET    /repos/{o}/{r}/branches/{branch}     200 | 404
  * - DELETE /repos/{o}/{r}/branches/{branch}     204 | 404 | 403 default or protected
- * - GET    /repos/{o}/{r}/compare/{base}...{head} 200 {total_commits, commits} | 404
+ * - GET    /repos/{o}/{r}/compare/{base}...{head} 200 {total_commits, commits} | 404 (compare.go:
+ *          `files` and `verification` default to true; with true each commit carries `files`)
  * - GET    /repos/{o}/{r}                       200 | 404
+ * - POST   /repos/{o}/{r}/issues/{n}/comments   201 Comment | 422 empty body | 500 unknown index
+ *          (issue_comment.go `CreateIssueComment`: `ctx.Error(500, "GetIssueByIndex", err)`, the
+ *          message empty in production for non-admins); GET lists them (200)
+ * - POST   /repos/{o}/{r}/statuses/{sha}        201 CommitStatus (state in `status`) | 500 unknown
+ *          sha (status.go `NewCommitStatus` → `CreateCommitStatus`: "GetCommit[sha]")
+ * - GET    /repos/{o}/{r}/commits/{ref}/status  200 CombinedStatus: the worst of the latest status
+ *          per context (error < failure < warning < pending < success); none: `{state: ""}`
+ * - merge's push refused by a pre-receive hook (git: "! [remote rejected]"): 409 "PushRejected
+ *          with remote message: <the remote: lines>" / "PushRejected without remote error
+ *          message" (pull.go, `git.IsErrPushRejected`); base moved ("non-fast-forward"): 409
+ *          "merge push out of date" (`git.IsErrPushOutOfDate`)
  *
  * Deviations, on purpose: every request needs the token (`Authorization: token|Bearer <t>`),
  * else 401 (real Gitea lets anonymous users read public repos); `mergeable` is computed on each
@@ -36,9 +48,15 @@ export interface FakeGitea {
   /** Create a bare repository with one commit on the default branch (`main`); returns its path. */
   createRepo(owner: string, repo: string, opts?: { defaultBranch?: string }): Promise<string>;
   protectBranch(owner: string, repo: string, branch: string): void;
-  requests: Array<{ method: string; path: string; status: number }>;
-  /** The next `n` requests (whatever they are) answer `status` without doing anything. */
-  failNext(n: number, status: number): void;
+  /** install a pre-receive hook that refuses pushes to `branch`, printing `message` (empty: says nothing) */
+  rejectPushes(owner: string, repo: string, branch: string, message: string): Promise<void>;
+  /** the comments of an issue or pull request, oldest first */
+  comments(owner: string, repo: string, index: number): Array<{ id: number; body: string }>;
+  /** every status posted on a sha, oldest first */
+  statuses(owner: string, repo: string, sha: string): Array<{ context: string; state: string; description: string; target_url: string }>;
+  requests: Array<{ method: string; path: string; query: string; status: number }>;
+  /** The next `n` requests (those whose path matches `match`, if given) answer `status` without doing anything. */
+  failNext(n: number, status: number, match?: RegExp): void;
 }
 
 interface FakePull {
@@ -69,6 +87,8 @@ interface FakeRepo {
   nextIndex: number;
   /** serializes the git writes on this repository */
   lock: Promise<unknown>;
+  comments: Map<number, Array<{ id: number; body: string; created_at: string }>>;
+  statuses: Map<string, Array<{ id: number; context: string; state: string; description: string; target_url: string; created_at: string }>>;
 }
 
 class HttpAnswer {
@@ -111,20 +131,41 @@ async function inClone<T>(bare: string, branch: string, fn: (dir: string) => Pro
   }
 }
 
-/** Merge `from` (a remote-tracking ref) into the checked-out branch and push it back (no force). */
-async function mergeAndPush(dir: string, from: string, into: string, message: string): Promise<'ok' | 'conflict' | 'push_rejected'> {
+/**
+ * Merge `from` (a remote-tracking ref) into the checked-out branch and push it back (no force).
+ * A refused push is told apart as Gitea's modules/git/error.go does: "! [remote rejected]" (a hook)
+ * is ErrPushRejected, with the `remote:` lines as its message (`GenerateMessage`); anything else
+ * (non-fast-forward) is ErrPushOutOfDate.
+ */
+async function mergeAndPush(
+  dir: string,
+  from: string,
+  into: string,
+  message: string,
+): Promise<{ kind: 'ok' } | { kind: 'conflict' } | { kind: 'out_of_date' } | { kind: 'rejected'; remote: string }> {
   const m = await git(['merge', '--no-ff', '--no-edit', '-m', message, from], dir, true);
-  if (m.exitCode !== 0) return 'conflict';
-  const p = await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${into}`], dir, true);
-  return p.exitCode === 0 ? 'ok' : 'push_rejected';
+  if (m.exitCode !== 0) return { kind: 'conflict' };
+  const p = await git(['push', 'origin', `HEAD:refs/heads/${into}`], dir, true);
+  if (p.exitCode === 0) return { kind: 'ok' };
+  if (/\[remote rejected\]/.test(p.stderr)) {
+    const remote = p.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('remote:'))
+      .map((l) => l.slice('remote:'.length).trim())
+      .filter(Boolean)
+      .join('\n');
+    return { kind: 'rejected', remote };
+  }
+  return { kind: 'out_of_date' };
 }
 
 export async function startFakeGitea(opts: { reposRoot: string; token: string }): Promise<FakeGitea> {
   const repos = new Map<string, FakeRepo>();
   const requests: FakeGitea['requests'] = [];
-  const failure = { remaining: 0, status: 500 };
+  const failure: { remaining: number; status: number; match: RegExp | null } = { remaining: 0, status: 500, match: null };
   let nextRepoId = 1;
   let nextPullId = 1;
+  let nextCommentId = 1;
   let url = '';
 
   const apiError = (status: number, message: string) => new HttpAnswer(status, { message, url: `${url}/api/swagger` });
@@ -277,8 +318,9 @@ export async function startFakeGitea(opts: { reposRoot: string; token: string })
       const headNow = (await git(['rev-parse', `origin/${pr.head}`], dir)).stdout;
       if (expected && headNow !== expected) return apiError(409, 'head out of date');
       const r = await mergeAndPush(dir, `origin/${pr.head}`, pr.base, message);
-      if (r === 'conflict') return new HttpAnswer(409, { Style: 'merge', StdOut: '', StdErr: 'CONFLICT', Err: {} });
-      if (r === 'push_rejected') return apiError(409, 'merge push out of date');
+      if (r.kind === 'conflict') return new HttpAnswer(409, { Style: 'merge', StdOut: '', StdErr: 'CONFLICT', Err: {} });
+      if (r.kind === 'rejected') return apiError(409, r.remote ? `PushRejected with remote message: ${r.remote}` : 'PushRejected without remote error message');
+      if (r.kind === 'out_of_date') return apiError(409, 'merge push out of date');
       const now = new Date().toISOString();
       pr.merged = true;
       pr.state = 'closed';
@@ -296,8 +338,8 @@ export async function startFakeGitea(opts: { reposRoot: string; token: string })
     return inClone(repo.bare, pr.head, async (dir) => {
       // already up to date: git makes no commit and the push is a no-op (Gitea answers 200 too)
       const r = await mergeAndPush(dir, `origin/${pr.base}`, pr.head, message);
-      if (r === 'conflict') return apiError(409, 'merge failed because of conflict');
-      if (r === 'push_rejected') return apiError(500, 'push rejected');
+      if (r.kind === 'conflict') return apiError(409, 'merge failed because of conflict');
+      if (r.kind !== 'ok') return apiError(500, '');
       pr.updatedAt = new Date().toISOString();
       return new HttpAnswer(200);
     });
@@ -360,11 +402,98 @@ export async function startFakeGitea(opts: { reposRoot: string; token: string })
       // commits reachable from head but not from base (i.e. since their merge base)
       const out = (await git(['rev-list', '--reverse', `${baseSha}..${headSha}`], repo.bare)).stdout;
       const shas = out ? out.split('\n') : [];
-      const commits = shas.map((sha) => ({ sha, url: `${url}/api/v1/repos/${repo.owner}/${repo.name}/git/commits/${sha}`, html_url: `${url}/${repo.owner}/${repo.name}/commit/${sha}` }));
+      // compare.go: `files := ctx.FormString("files") == "" || ctx.FormBool("files")`
+      const files = u.searchParams.get('files') === null || u.searchParams.get('files') === 'true';
+      const commits = await Promise.all(
+        shas.map(async (sha) => ({
+          sha,
+          url: `${url}/api/v1/repos/${repo.owner}/${repo.name}/git/commits/${sha}`,
+          html_url: `${url}/${repo.owner}/${repo.name}/commit/${sha}`,
+          ...(files ? { files: (await git(['show', '--name-only', '--format=', sha], repo.bare)).stdout.split('\n').filter(Boolean).map((filename) => ({ filename, status: 'modified' })) } : {}),
+        })),
+      );
       return new HttpAnswer(200, { total_commits: commits.length, commits });
     }
 
+    if ((sub = /^issues\/(\d+)\/comments$/.exec(rest))) {
+      const index = Number(sub[1]);
+      // PR conversation comments are issue comments: a PR's index is an issue index
+      const known = repo.pulls.some((p) => p.number === index);
+      if (!known) return apiError(500, '');
+      const list = repo.comments.get(index) ?? [];
+      if (method === 'GET') return new HttpAnswer(200, list.map((c) => commentJson(repo, index, c)));
+      if (method === 'POST') {
+        if (typeof body.body !== 'string' || body.body === '') return apiError(422, '[Body]: Required');
+        const c = { id: nextCommentId++, body: body.body, created_at: new Date().toISOString() };
+        repo.comments.set(index, [...list, c]);
+        return new HttpAnswer(201, commentJson(repo, index, c));
+      }
+    }
+
+    if ((sub = /^statuses\/([^/]+)$/.exec(rest)) && method === 'POST') {
+      const given = sub[1]!;
+      const r = await git(['rev-parse', '--verify', '--quiet', `${given}^{commit}`], repo.bare, true);
+      if (r.exitCode !== 0) return apiError(500, '');
+      const sha = r.stdout;
+      const list = repo.statuses.get(sha) ?? [];
+      const st = {
+        id: list.length + 1,
+        context: String(body.context ?? '').trim(),
+        state: String(body.state ?? ''),
+        description: String(body.description ?? '').trim(),
+        target_url: String(body.target_url ?? '').trim(),
+        created_at: new Date().toISOString(),
+      };
+      repo.statuses.set(sha, [...list, st]);
+      return new HttpAnswer(201, statusJson(repo, sha, st));
+    }
+
+    if ((sub = /^commits\/([^/]+)\/status$/.exec(rest)) && method === 'GET') {
+      const r = await git(['rev-parse', '--verify', '--quiet', `${decodeURIComponent(sub[1]!)}^{commit}`], repo.bare, true);
+      if (r.exitCode !== 0) return notFound();
+      const sha = r.stdout;
+      const latest = new Map<string, { id: number; context: string; state: string; description: string; target_url: string; created_at: string }>();
+      for (const st of repo.statuses.get(sha) ?? []) latest.set(st.context, st);
+      if (latest.size === 0) return new HttpAnswer(200, { state: '', sha: '', total_count: 0, statuses: null });
+      const rank: Record<string, number> = { error: 0, failure: 1, warning: 2, pending: 3, success: 4 };
+      const known = [...latest.values()].filter((s) => s.state in rank);
+      const state = known.reduce((w, s) => (rank[s.state]! < rank[w]! ? s.state : w), 'success');
+      return new HttpAnswer(200, { state, sha, total_count: latest.size, statuses: [...latest.values()].map((s) => statusJson(repo, sha, s)) });
+    }
+
     return method === 'GET' || method === 'DELETE' || method === 'POST' ? notFound() : apiError(405, 'method not allowed');
+  }
+
+  function commentJson(repo: FakeRepo, index: number, c: { id: number; body: string; created_at: string }) {
+    const htmlUrl = `${url}/${repo.owner}/${repo.name}/pulls/${index}`;
+    return {
+      id: c.id,
+      html_url: `${htmlUrl}#issuecomment-${c.id}`,
+      pull_request_url: htmlUrl,
+      issue_url: '',
+      user: userJson(repo.owner),
+      original_author: '',
+      original_author_id: 0,
+      body: c.body,
+      assets: [],
+      created_at: c.created_at,
+      updated_at: c.created_at,
+    };
+  }
+
+  /** structs.CommitStatus: the state is named `status` */
+  function statusJson(repo: FakeRepo, sha: string, s: { id: number; context: string; state: string; description: string; target_url: string; created_at: string }) {
+    return {
+      id: s.id,
+      status: s.state,
+      target_url: s.target_url,
+      description: s.description,
+      url: `${url}/api/v1/repos/${repo.owner}/${repo.name}/statuses/${sha}`,
+      context: s.context,
+      creator: userJson(repo.owner),
+      created_at: s.created_at,
+      updated_at: s.created_at,
+    };
   }
 
   function authorized(req: http.IncomingMessage, u: URL): boolean {
@@ -381,13 +510,13 @@ export async function startFakeGitea(opts: { reposRoot: string; token: string })
       const method = req.method ?? 'GET';
       const u = new URL(req.url ?? '/', url);
       const reply = (a: HttpAnswer) => {
-        requests.push({ method, path: u.pathname, status: a.status });
+        requests.push({ method, path: u.pathname, query: u.search, status: a.status });
         const text = a.body === undefined ? '' : JSON.stringify(a.body);
         res.writeHead(a.status, text ? { 'content-type': 'application/json;charset=utf-8' } : {});
         res.end(text);
       };
       void (async () => {
-        if (failure.remaining > 0) {
+        if (failure.remaining > 0 && (!failure.match || failure.match.test(u.pathname))) {
           failure.remaining--;
           return reply(apiError(failure.status, 'injected failure'));
         }
@@ -434,7 +563,19 @@ export async function startFakeGitea(opts: { reposRoot: string; token: string })
       } finally {
         await fs.rm(seed, { recursive: true, force: true });
       }
-      repos.set(`${owner}/${name}`, { id: nextRepoId++, owner, name, bare, defaultBranch, protected: new Set(), pulls: [], nextIndex: 1, lock: Promise.resolve() });
+      repos.set(`${owner}/${name}`, {
+        id: nextRepoId++,
+        owner,
+        name,
+        bare,
+        defaultBranch,
+        protected: new Set(),
+        pulls: [],
+        nextIndex: 1,
+        lock: Promise.resolve(),
+        comments: new Map(),
+        statuses: new Map(),
+      });
       return bare;
     },
     protectBranch(owner, name, branch) {
@@ -442,9 +583,23 @@ export async function startFakeGitea(opts: { reposRoot: string; token: string })
       if (!repo) throw new Error(`fake-gitea: no repository ${owner}/${name}`);
       repo.protected.add(branch);
     },
-    failNext(n, status) {
+    async rejectPushes(owner, name, branch, message) {
+      const repo = repos.get(`${owner}/${name}`);
+      if (!repo) throw new Error(`fake-gitea: no repository ${owner}/${name}`);
+      const hook = path.join(repo.bare, 'hooks', 'pre-receive');
+      const say = message ? `echo ${JSON.stringify(message)} >&2` : ':';
+      await fs.writeFile(hook, `#!/bin/sh\nwhile read old new ref; do\n  if [ "$ref" = "refs/heads/${branch}" ]; then ${say}; exit 1; fi\ndone\nexit 0\n`, { mode: 0o755 });
+    },
+    comments(owner, name, index) {
+      return (repos.get(`${owner}/${name}`)?.comments.get(index) ?? []).map((c) => ({ id: c.id, body: c.body }));
+    },
+    statuses(owner, name, sha) {
+      return (repos.get(`${owner}/${name}`)?.statuses.get(sha) ?? []).map((s) => ({ context: s.context, state: s.state, description: s.description, target_url: s.target_url }));
+    },
+    failNext(n, status, match) {
       failure.remaining = n;
       failure.status = status;
+      failure.match = match ?? null;
     },
   };
 }

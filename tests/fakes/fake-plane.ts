@@ -1,22 +1,42 @@
 /**
- * A faithful-enough fake of Plane's REST API v1 and webhook payloads, for tests.
+ * A fake of Plane's REST API v1 and webhook payloads that behaves like Plane does today, for tests.
+ * Every behaviour cites where it comes from in makeplane/plane (apps/api/plane/…):
+ * - routes: api/urls/work_item.py `urlpatterns = old_url_patterns + new_url_patterns`: the current
+ *   `…/projects/<id>/work-items/…` and the deprecated `…/projects/<id>/issues/…` map to the same
+ *   views. `routes: 'legacy'` stands for a Plane older than v1.1.0 (commit 992457efd2), which has
+ *   only `/issues/`: the new prefix is then an unmatched URL, Django's HTML 404.
+ *   api/urls/state.py: `…/projects/<id>/states/`.
+ * - auth: api/middleware/api_authentication.py (`X-Api-Key`; "Given API token is not valid").
+ * - REST issue: api/serializers/issue.py `IssueSerializer` (`exclude = ["description_json",
+ *   "description_stripped"]`; `state` is the uuid); list and detail in api/views/issue.py
+ *   (`IssueListCreateAPIEndpoint.get`: `order_by` default `-created_at`, any model field
+ *   otherwise; no state filter; `fields=` via api/views/base.py `BaseAPIView.fields` and
+ *   `BaseSerializer._filter_fields`; `expand=state` → StateLiteSerializer `{id,name,color,group}`).
+ * - REST datetimes: api/views/base.py `TimezoneMixin` activates the token owner's
+ *   `user_timezone`, and DRF's DateTimeField writes `isoformat()` ('+00:00' → 'Z', no fraction when
+ *   the microseconds are 0): `restUtcOffset` is that zone's offset (default UTC).
+ * - pagination: utils/paginator.py (`get_per_page(…, default_per_page=1000, max_per_page=1000)`, a
+ *   larger per_page is a 400 "Invalid per_page value. Cannot exceed 1000."; cursor
+ *   `"<per_page>:<page>:<is_prev>"`; body `{grouped_by, sub_grouped_by, total_count, next_cursor,
+ *   prev_cursor, next_page_results, prev_page_results, count, total_pages, total_results,
+ *   extra_stats, results}`).
+ * - rate limiting: api/rate_limit.py `ApiKeyRateThrottle` (DRF SimpleRateThrottle: a sliding
+ *   window of `API_KEY_RATE_LIMIT`, default 60/minute, per key; checked after authentication);
+ *   allowed answers carry `X-RateLimit-Remaining` (after this request) and `X-RateLimit-Reset`
+ *   (always now + 60 s; api/views/base.py `finalize_response`); a throttled request is answered by
+ *   authentication/adapter/exception.py `auth_exception_handler`: 429, only `Retry-After`
+ *   (DRF's `wait`, rounded up) and `{"error_code": 5900, "error_message": "RATE_LIMIT_EXCEEDED"}`.
+ * - webhooks: bgtasks/webhook_task.py (`{event, action, webhook_id, workspace_id, data,
+ *   activity}`; data = IssueExpandSerializer, with `description_stripped` and `state` expanded;
+ *   datetimes in UTC `…Z` — the Celery worker activates no zone; `activity {field, new_value,
+ *   old_value, actor, old_identifier, new_identifier}`); a state change from the web app has
+ *   `field: "state_id"` (app/views/issue/base.py `IssueViewSet.partial_update` with the web UI's
+ *   `{ state_id }`), one through the REST API `field: "state"`. Signature: hex HMAC-SHA256 of the
+ *   body. db/models/issue.py `Issue.save`: `description_stripped = strip_tags(description_html)`.
  *
- * Modelled on makeplane/plane:
- * - paths and auth: apps/api/plane/api/views/{state,issue}.py, apps/api/plane/api/middleware/
- *   api_authentication.py (`X-Api-Key`), apps/api/plane/api/views/base.py (404 body
- *   `{"error": "The requested resource does not exist."}`, `X-RateLimit-*` headers on answers);
- * - pagination: apps/api/plane/utils/paginator.py (cursor `"<per_page>:<page>:<is_prev>"`,
- *   body `{grouped_by, sub_grouped_by, total_count, next_cursor, prev_cursor, next_page_results,
- *   prev_page_results, count, total_pages, total_results, extra_stats, results}`);
- * - rate limiting: apps/api/plane/api/rate_limit.py (DRF throttle; 429 with Retry-After);
- * - webhooks: apps/api/plane/bgtasks/webhook_task.py (`{event, action, webhook_id, workspace_id,
- *   data, activity}`, data = IssueExpandSerializer with `state` as `{id, name, color, group}`,
- *   activity `{field, new_value, old_value, actor, old_identifier, new_identifier}`; signature
- *   = hex HMAC-SHA256 of the body with the webhook secret).
- *
- * Deviations, on purpose: a missing/wrong key answers 401 (Plane's DRF setup answers 403 since
- * its authenticator declares no WWW-Authenticate; the client treats both alike); list pages are
- * capped at `pageSize` (default 2) whatever `per_page` asks, so pagination is exercised.
+ * Deviations, on purpose: a missing/wrong key answers 401 (Plane's DRF setup answers 403 since its
+ * authenticator declares no WWW-Authenticate; the client treats both alike); `maxPageSize` lets a
+ * test force pagination with fewer items than Plane's 1000.
  */
 import { createHmac, randomUUID } from 'node:crypto';
 import http from 'node:http';
@@ -36,6 +56,7 @@ export interface FakePlaneState {
   updated_at: string;
 }
 
+/** An issue as Plane stores it; datetimes here are UTC with microseconds (the webhook's form). */
 export interface FakePlaneIssue {
   id: string;
   name: string;
@@ -70,13 +91,21 @@ export interface FakePlaneRequest {
   path: string;
   query: string;
   status: number;
+  /** Date.now() when it was answered */
+  at: number;
 }
 
 export interface FakePlaneOptions {
   apiKey: string;
   workspaceSlug: string;
-  /** largest page served (default 2) */
-  pageSize?: number;
+  /** largest page served (default Plane's 1000) */
+  maxPageSize?: number;
+  /** `current` (both route forms, Plane ≥ v1.1.0, default) or `legacy` (only `/issues/`) */
+  routes?: 'current' | 'legacy';
+  /** requests per minute per key (API_KEY_RATE_LIMIT; default 60; 0 = no throttle) */
+  rateLimitPerMinute?: number;
+  /** the token owner's UTC offset for REST datetimes, e.g. `+05:30` (default UTC) */
+  restUtcOffset?: string;
 }
 
 export interface FakePlane {
@@ -88,22 +117,26 @@ export interface FakePlane {
   /** create the project (or add the states it lacks); returns name → id for all its states */
   addProject(id: string, states: string[]): Record<string, string>;
   addState(projectId: string, name: string): string;
-  addIssue(projectId: string, input: { name: string; description?: string; stateName: string }): FakePlaneIssue;
-  /** a user's change in Plane's UI: moves the issue and returns the webhook body Plane would send */
-  moveIssue(issueId: string, stateName: string, actorId?: string): Record<string, unknown>;
+  addIssue(projectId: string, input: { name: string; description?: string; descriptionHtml?: string; stateName: string }): FakePlaneIssue;
+  /**
+   * A person's change: moves the issue and returns the webhook body Plane would send. `via: 'web'`
+   * (default) is the web app (`field: "state_id"`), `'api'` a REST client (`field: "state"`).
+   */
+  moveIssue(issueId: string, stateName: string, opts?: { actorId?: string; via?: 'web' | 'api' }): Record<string, unknown>;
+  /** A person edits the description (a new `updated_at`, no state change); returns its webhook. */
+  editIssue(issueId: string, descriptionHtml: string, actorId?: string): Record<string, unknown>;
   states(projectId: string): FakePlaneState[];
   issues: Map<string, FakePlaneIssue>;
-  comments: Array<{ issueId: string; comment_html: string; id: string }>;
-  stateChanges: Array<{ issueId: string; stateId: string }>;
+  comments: Array<{ issueId: string; comment_html: string; id: string; at: number }>;
+  stateChanges: Array<{ issueId: string; stateId: string; at: number }>;
   requests: FakePlaneRequest[];
-  /** the next `n` authenticated requests answer 429 with X-RateLimit-Reset = resetEpochS */
-  rateLimitNext(n: number, resetEpochS: number): void;
+  /** the next `n` authenticated requests answer 429 with `Retry-After: retryAfterS` (another client spent the key) */
+  rateLimitNext(n: number, retryAfterS: number): void;
   /** the next `n` authenticated requests answer `status` */
   failNext(n: number, status: number): void;
-  webhookBody(
-    issue: FakePlaneIssue,
-    opts: { field: string | null; oldValue: unknown; newValue: unknown; actorId: string; action?: string },
-  ): Record<string, unknown>;
+  webhookBody(issue: FakePlaneIssue, opts: { field: string | null; oldValue: unknown; newValue: unknown; actorId: string; action?: string }): Record<string, unknown>;
+  /** what REST serializes for an issue (IssueSerializer, in the token owner's zone) */
+  restIssue(issue: FakePlaneIssue): Record<string, unknown>;
   sign(body: string, secret: string): string;
 }
 
@@ -125,34 +158,71 @@ function escapeHtml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
-/** Plane's Issue.save: `None if description_html in ("", None) else strip_tags(description_html)` */
-function stripHtml(s: string): string | null {
+/** Plane's Issue.save: `None if description_html in ("", None) else strip_tags(description_html)` (utils/html_processor.py: text nodes, no separators, entities decoded) */
+function stripTags(s: string): string | null {
   if (s === '') return null;
-  return s.replace(/<[^>]*>/g, '');
+  return s
+    .replace(/<[^>]*>/g, '')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&#39;/g, "'")
+    .replace(/&amp;/g, '&');
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Django's 404 page for a URL no pattern matches (DEBUG=False). */
+const DJANGO_NOT_FOUND =
+  '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n';
+
+/** A microsecond instant as DRF writes it in a zone of `offsetMin` minutes: isoformat(), '+00:00' → 'Z', no fraction at .000000. */
+function isoMicros(us: number, offsetMin: number): string {
+  const ms = Math.floor(us / 1000);
+  const micros = us - ms * 1000 + (ms % 1000) * 1000;
+  const local = new Date(Math.floor(ms / 1000) * 1000 + offsetMin * 60_000).toISOString().slice(0, 19);
+  const frac = micros === 0 ? '' : `.${String(micros).padStart(6, '0')}`;
+  if (offsetMin === 0) return `${local}${frac}Z`;
+  const sign = offsetMin < 0 ? '-' : '+';
+  const a = Math.abs(offsetMin);
+  return `${local}${frac}${sign}${String(Math.floor(a / 60)).padStart(2, '0')}:${String(a % 60).padStart(2, '0')}`;
+}
+
+function parseOffset(s: string | undefined): number {
+  if (!s || s === 'Z' || s === '+00:00') return 0;
+  const m = /^([+-])(\d{2}):(\d{2})$/.exec(s);
+  if (!m) throw new Error(`fake-plane: bad restUtcOffset ${s}`);
+  return (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3]));
+}
+
 export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane> {
-  const pageSize = Math.max(1, opts.pageSize ?? 2);
+  const maxPageSize = Math.max(1, Math.min(1000, opts.maxPageSize ?? 1000));
+  const legacy = opts.routes === 'legacy';
+  const ratePerMinute = opts.rateLimitPerMinute ?? 60;
+  const restOffset = parseOffset(opts.restUtcOffset);
   const workspaceId = randomUUID();
   const botUserId = randomUUID();
   const webhookId = randomUUID();
   const projects = new Map<string, { states: FakePlaneState[]; nextSeq: number }>();
   const issues = new Map<string, FakePlaneIssue>();
+  /** created/updated instants in µs, by issue id (the source of both serializations) */
+  const times = new Map<string, { created: number; updated: number }>();
   const comments: FakePlane['comments'] = [];
   const stateChanges: FakePlane['stateChanges'] = [];
   const requests: FakePlaneRequest[] = [];
-  let rateLimited = 0;
-  let rateLimitReset = 0;
+  /** DRF SimpleRateThrottle's history for the key: request times (s), newest first */
+  let history: number[] = [];
+  let forced429 = 0;
+  let forcedRetryAfter = 0;
   let failing = 0;
   let failStatus = 500;
-  /** strictly increasing timestamps, so two changes never share an updated_at */
-  let lastTs = 0;
-  const now = (): string => {
-    lastTs = Math.max(Date.now(), lastTs + 1);
-    return new Date(lastTs).toISOString();
+  /** strictly increasing µs instants, so two changes never share an updated_at */
+  let lastUs = 0;
+  const nowUs = (): number => {
+    lastUs = Math.max(Date.now() * 1000 + Math.floor(Math.random() * 1000), lastUs + 1);
+    return lastUs;
   };
+  const utc = (us: number) => isoMicros(us, 0);
 
   function project(id: string) {
     const p = projects.get(id);
@@ -164,7 +234,7 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
     const p = project(projectId);
     const existing = p.states.find((s) => s.name === name);
     if (existing) return existing.id;
-    const ts = now();
+    const ts = utc(nowUs());
     const st: FakePlaneState = {
       id: randomUUID(),
       name,
@@ -195,18 +265,25 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
     return st;
   }
 
-  function addIssue(projectId: string, input: { name: string; description?: string; stateName: string }): FakePlaneIssue {
+  function touch(issue: FakePlaneIssue): void {
+    const t = times.get(issue.id)!;
+    t.updated = nowUs();
+    issue.updated_at = utc(t.updated);
+  }
+
+  function addIssue(projectId: string, input: { name: string; description?: string; descriptionHtml?: string; stateName: string }): FakePlaneIssue {
     const p = project(projectId);
     const st = stateByName(projectId, input.stateName);
-    const ts = now();
-    const html = input.description === undefined ? '<p></p>' : `<p>${escapeHtml(input.description)}</p>`;
+    const us = nowUs();
+    // db/models/issue.py: description_html defaults to "<p></p>"
+    const html = input.descriptionHtml ?? (input.description === undefined ? '<p></p>' : `<p>${escapeHtml(input.description)}</p>`);
     const issue: FakePlaneIssue = {
       id: randomUUID(),
       name: input.name,
       state: st.id,
       sequence_id: p.nextSeq++,
       description_html: html,
-      description_stripped: stripHtml(html),
+      description_stripped: stripTags(html),
       priority: 'none',
       project: projectId,
       workspace: workspaceId,
@@ -223,10 +300,11 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
       labels: [],
       created_by: botUserId,
       updated_by: botUserId,
-      created_at: ts,
-      updated_at: ts,
+      created_at: utc(us),
+      updated_at: utc(us),
     };
     issues.set(issue.id, issue);
+    times.set(issue.id, { created: us, updated: us });
     return issue;
   }
 
@@ -249,7 +327,7 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
     const isState = o.field === 'state' || o.field === 'state_id';
     const newValue = isState ? stateValue(issue.project, o.newValue) : o.newValue;
     const oldValue = isState ? stateValue(issue.project, o.oldValue) : o.oldValue;
-    // Plane serializes the issue as it is after the change.
+    // Plane serializes the issue as it is after the change (IssueExpandSerializer, UTC).
     const stateId = isState && typeof newValue === 'string' && UUID.test(newValue) ? newValue : issue.state;
     const data: Record<string, unknown> = {
       ...issue,
@@ -288,37 +366,65 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
     };
   }
 
-  function moveIssue(issueId: string, stateName: string, actorId?: string): Record<string, unknown> {
+  function moveIssue(issueId: string, stateName: string, o: { actorId?: string; via?: 'web' | 'api' } = {}): Record<string, unknown> {
     const issue = issues.get(issueId);
     if (!issue) throw new Error(`fake-plane: unknown issue ${issueId}`);
     const st = stateByName(issue.project, stateName);
     const old = issue.state;
     issue.state = st.id;
-    issue.updated_at = now();
+    touch(issue);
+    issue.updated_by = o.actorId ?? randomUUID();
+    return webhookBody(issue, { field: o.via === 'api' ? 'state' : 'state_id', oldValue: old, newValue: st.id, actorId: issue.updated_by });
+  }
+
+  function editIssue(issueId: string, descriptionHtml: string, actorId?: string): Record<string, unknown> {
+    const issue = issues.get(issueId);
+    if (!issue) throw new Error(`fake-plane: unknown issue ${issueId}`);
+    const old = issue.description_html;
+    issue.description_html = descriptionHtml;
+    issue.description_stripped = stripTags(descriptionHtml);
+    touch(issue);
     issue.updated_by = actorId ?? randomUUID();
-    return webhookBody(issue, { field: 'state', oldValue: old, newValue: st.id, actorId: issue.updated_by });
+    return webhookBody(issue, { field: 'description_html', oldValue: old, newValue: descriptionHtml, actorId: issue.updated_by });
   }
 
   function sign(body: string, secret: string): string {
     return createHmac('sha256', secret).update(body, 'utf8').digest('hex');
   }
 
-  // --------------------------------------------------------------------------------- server
+  // --------------------------------------------------------------------------------- REST
+
+  /** IssueSerializer: every model field but description_json/description_stripped; datetimes in the token owner's zone */
+  function restIssue(issue: FakePlaneIssue): Record<string, unknown> {
+    const { description_stripped: _omit, ...rest } = issue;
+    const t = times.get(issue.id)!;
+    return { ...rest, created_at: isoMicros(t.created, restOffset), updated_at: isoMicros(t.updated, restOffset), description_binary: null, type_id: null, deleted_at: null };
+  }
+
+  /** `?fields=` keeps only the named fields (unknown names ignored); `?expand=state` expands it */
+  function shape(issue: FakePlaneIssue, query: URLSearchParams): Record<string, unknown> {
+    let out = restIssue(issue);
+    const expand = (query.get('expand') ?? '').split(',').filter(Boolean);
+    if (expand.includes('state')) out.state = stateLite(issue.project, issue.state);
+    const fields = (query.get('fields') ?? '').split(',').filter(Boolean);
+    if (fields.length) out = Object.fromEntries(Object.entries(out).filter(([k]) => fields.includes(k)));
+    return out;
+  }
 
   function paginate(items: unknown[], query: URLSearchParams): { status: number; body: unknown } {
     const perPageRaw = query.get('per_page') ?? '1000';
     const perPage = Number(perPageRaw);
     if (!Number.isInteger(perPage) || perPage <= 0) return { status: 400, body: { detail: 'Invalid per_page parameter.' } };
     if (perPage > 1000) return { status: 400, body: { detail: 'Invalid per_page value. Cannot exceed 1000.' } };
-    const limit = Math.min(perPage, pageSize);
+    const limit = Math.min(perPage, maxPageSize);
     let page = 0;
     const cursor = query.get('cursor');
     if (cursor !== null) {
       const bits = cursor.split(':');
-      if (bits.length !== 3 || !bits.every((b) => /^\d+$/.test(b))) {
-        return { status: 400, body: { detail: 'Invalid cursor parameter.' } };
+      if (bits.length !== 3 || !bits.every((b) => /^-?\d+$/.test(b))) {
+        return { status: 400, body: { detail: "Cursor must be in the format 'value:offset:is_prev'" } };
       }
-      page = Number(bits[1]);
+      page = Math.max(0, Number(bits[1]));
     }
     const offset = page * limit;
     const results = items.slice(offset, offset + limit);
@@ -343,10 +449,17 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
   }
 
   const NOT_FOUND = { error: 'The requested resource does not exist.' };
+  const ORDERABLE: Record<string, (i: FakePlaneIssue) => number> = {
+    created_at: (i) => times.get(i.id)!.created,
+    updated_at: (i) => times.get(i.id)!.updated,
+    sequence_id: (i) => i.sequence_id,
+  };
 
-  function route(method: string, path: string, query: URLSearchParams, body: unknown): { status: number; body: unknown } {
-    const m = /^\/api\/v1\/workspaces\/([^/]+)\/projects\/([^/]+)\/(states|issues)\/(?:([^/]+)\/(?:(comments)\/)?)?$/.exec(path);
-    if (!m) return { status: 404, body: NOT_FOUND };
+  type Route = { status: number; body: unknown; html?: boolean };
+
+  function route(method: string, path: string, query: URLSearchParams, body: unknown): Route {
+    const m = /^\/api\/v1\/workspaces\/([^/]+)\/projects\/([^/]+)\/(states|issues|work-items)\/(?:([^/]+)\/(?:(comments)\/)?)?$/.exec(path);
+    if (!m || (legacy && m[3] === 'work-items')) return { status: 404, body: DJANGO_NOT_FOUND, html: true };
     const [, slug, projectId, kind, issueId, sub] = m;
     if (decodeURIComponent(slug!) !== opts.workspaceSlug) return { status: 404, body: NOT_FOUND };
     const p = projects.get(decodeURIComponent(projectId!));
@@ -361,8 +474,14 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
 
     if (issueId === undefined) {
       if (method !== 'GET') return { status: 405, body: { detail: `Method "${method}" not allowed.` } };
-      const list = [...issues.values()].filter((i) => i.project === pid).sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
-      return paginate(list, query);
+      const orderBy = query.get('order_by') ?? '-created_at';
+      const desc = orderBy.startsWith('-');
+      const key = ORDERABLE[orderBy.replace(/^-/, '')];
+      // Django's order_by with an unknown field raises FieldError: a 500
+      if (!key) return { status: 500, body: { error: 'Something went wrong please try again later' } };
+      const list = [...issues.values()].filter((i) => i.project === pid && !i.archived_at && !i.is_draft);
+      list.sort((a, b) => (desc ? key(b) - key(a) : key(a) - key(b)));
+      return paginate(list.map((i) => shape(i, query)), query);
     }
 
     const issue = issues.get(decodeURIComponent(issueId));
@@ -377,12 +496,12 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
       if (typeof html !== 'string' || html.length === 0) {
         return { status: 400, body: { comment_html: ['This field is required.'] } };
       }
-      const c = { issueId: issue.id, comment_html: html, id: randomUUID() };
+      const c = { issueId: issue.id, comment_html: html, id: randomUUID(), at: Date.now() };
       comments.push(c);
       return { status: 201, body: commentJson(issue, c) };
     }
 
-    if (method === 'GET') return { status: 200, body: issue };
+    if (method === 'GET') return { status: 200, body: shape(issue, query) };
     if (method !== 'PATCH') return { status: 405, body: { detail: `Method "${method}" not allowed.` } };
     if (body === null || typeof body !== 'object' || Array.isArray(body)) {
       return { status: 400, body: { error: 'The payload is not valid' } };
@@ -391,26 +510,26 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
     if ('state' in patch) {
       const sid = patch.state;
       if (typeof sid !== 'string' || !p.states.some((s) => s.id === sid)) {
-        return { status: 400, body: { state: [`Invalid pk "${String(sid)}" - object does not exist.`] } };
+        return { status: 400, body: { error: 'State is not valid please pass a valid state_id' } };
       }
       issue.state = sid;
-      stateChanges.push({ issueId: issue.id, stateId: sid });
+      stateChanges.push({ issueId: issue.id, stateId: sid, at: Date.now() });
     }
     if (typeof patch.name === 'string') issue.name = patch.name;
     if (typeof patch.description_html === 'string') {
       issue.description_html = patch.description_html;
-      issue.description_stripped = stripHtml(patch.description_html);
+      issue.description_stripped = stripTags(patch.description_html);
     }
-    issue.updated_at = now();
+    touch(issue);
     issue.updated_by = botUserId;
-    return { status: 200, body: issue };
+    return { status: 200, body: shape(issue, new URLSearchParams()) };
   }
 
   function commentJson(issue: FakePlaneIssue, c: { id: string; comment_html: string }) {
+    const ts = isoMicros(nowUs(), restOffset);
     return {
       id: c.id,
       comment_html: c.comment_html,
-      comment_stripped: stripHtml(c.comment_html) ?? '',
       access: 'INTERNAL',
       issue: issue.id,
       project: issue.project,
@@ -418,12 +537,27 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
       actor: botUserId,
       created_by: botUserId,
       updated_by: botUserId,
-      created_at: now(),
-      updated_at: now(),
+      created_at: ts,
+      updated_at: ts,
       external_source: null,
       external_id: null,
       is_member: true,
     };
+  }
+
+  /** DRF SimpleRateThrottle.allow_request for the key: null = allowed (remaining after it), else the wait in seconds */
+  function throttle(): { remaining: number } | { wait: number } {
+    if (ratePerMinute <= 0) return { remaining: 1000 };
+    const now = Date.now() / 1000;
+    while (history.length && history[history.length - 1]! <= now - 60) history.pop();
+    if (history.length >= ratePerMinute) {
+      // SimpleRateThrottle.wait(): remaining_duration / available_requests (= 1 when full), rounded up by Throttled
+      const remainingDuration = 60 - (now - history[history.length - 1]!);
+      const available = ratePerMinute - history.length + 1;
+      return { wait: Math.ceil(remainingDuration / Math.max(1, available)) };
+    }
+    history = [now, ...history];
+    return { remaining: Math.max(0, ratePerMinute - history.length) };
   }
 
   const server = http.createServer((req, res) => {
@@ -435,22 +569,21 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
       const headers: Record<string, string> = { 'Content-Type': 'application/json' };
       let status: number;
       let out: unknown;
+      let html = false;
 
       const key = req.headers['x-api-key'];
+      const t = key === opts.apiKey ? (forced429 > 0 ? { wait: forcedRetryAfter } : throttle()) : null;
       if (key === undefined || key === '') {
         status = 401;
         out = { detail: 'Authentication credentials were not provided.' };
       } else if (key !== opts.apiKey) {
         status = 401;
         out = { detail: 'Given API token is not valid' };
-      } else if (rateLimited > 0) {
-        rateLimited--;
+      } else if (t && 'wait' in t) {
+        if (forced429 > 0) forced429--;
         status = 429;
-        const wait = Math.max(0, rateLimitReset - Math.floor(Date.now() / 1000));
-        headers['Retry-After'] = String(wait);
-        headers['X-RateLimit-Remaining'] = '0';
-        headers['X-RateLimit-Reset'] = String(rateLimitReset);
-        out = { detail: `Request was throttled. Expected available in ${wait} seconds.` };
+        if (t.wait > 0) headers['Retry-After'] = String(t.wait);
+        out = { error_code: 5900, error_message: 'RATE_LIMIT_EXCEEDED' };
       } else if (failing > 0) {
         failing--;
         status = failStatus;
@@ -473,11 +606,19 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
           const r = route(method, url.pathname, url.searchParams, body);
           status = r.status;
           out = r.body;
+          html = r.html ?? false;
         }
-        headers['X-RateLimit-Remaining'] = '59';
-        headers['X-RateLimit-Reset'] = String(Math.floor(Date.now() / 1000) + 60);
+        if (!html) {
+          headers['X-RateLimit-Remaining'] = String(t && 'remaining' in t ? t.remaining : 0);
+          headers['X-RateLimit-Reset'] = String(Math.floor(Date.now() / 1000) + 60);
+        }
       }
-      requests.push({ method, path: url.pathname, query: url.search, status });
+      requests.push({ method, path: url.pathname, query: url.search, status, at: Date.now() });
+      if (html) {
+        res.writeHead(status, { 'Content-Type': 'text/html; charset=utf-8' });
+        res.end(String(out));
+        return;
+      }
       res.writeHead(status, headers);
       res.end(JSON.stringify(out));
     });
@@ -502,20 +643,22 @@ export async function startFakePlane(opts: FakePlaneOptions): Promise<FakePlane>
     addState,
     addIssue,
     moveIssue,
+    editIssue,
     states: (projectId) => project(projectId).states.map((s) => ({ ...s })),
     issues,
     comments,
     stateChanges,
     requests,
-    rateLimitNext(n, resetEpochS) {
-      rateLimited = n;
-      rateLimitReset = resetEpochS;
+    rateLimitNext(n, retryAfterS) {
+      forced429 = n;
+      forcedRetryAfter = retryAfterS;
     },
     failNext(n, status) {
       failing = n;
       failStatus = status;
     },
     webhookBody,
+    restIssue,
     sign,
   };
 }

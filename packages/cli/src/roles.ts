@@ -36,7 +36,7 @@ export const ROLES = {
     superviseBoss: false,
     async start(rt, log, opts) {
       const { api } = rt.svc.config;
-      const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config) });
+      const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config, { db: rt.svc.db, log: rt.svc.log }) });
       const server = await serveApp(app, opts.port ?? api.port, api.host);
       log.info({ port: server.port, host: api.host }, 'api listening');
       opts.onListening?.(`http://${api.host}:${server.port}`);

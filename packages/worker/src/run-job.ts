@@ -11,6 +11,7 @@ import type { Project } from '@orch/shared/db/types';
 import { syncMirror } from '@orch/shared/host/git';
 import { removeTaskFiles } from '@orch/shared/host/task-files';
 import { removeFeatureBranch } from '@orch/shared/pipeline/branches';
+import { reportJobStarted } from '@orch/shared/pipeline/forge-report';
 import { abortJob, finalizeJob } from '@orch/shared/pipeline/finalize';
 import type { Logger } from '@orch/shared/runtime/logger';
 import { isTerminal, STAGE_STEPS, type StepKind } from '@orch/shared/stages';
@@ -31,6 +32,7 @@ export async function runJob(ctx: JobContext, rj: RunningJob): Promise<void> {
     const task = (await getTask(svc.db, job.task_id))!;
     const project = (await getProject(svc.db, task.project_id))!;
     const forge = svc.forgeFor(project);
+    await reportJobStarted(svc.db, svc.config.api, job, task, project);
     const repo = await syncMirror(svc.config.worktreeRoot, project.slug, forge.remoteUrl);
     rj.checkpoint();
     const result = await STEPS[STAGE_STEPS[job.stage]](ctx, rj, { task, project, forge, repo, log });

@@ -6,6 +6,7 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import * as q from '@orch/shared/db/queries/metrics';
 import { outboxBacklog } from '@orch/shared/db/queries/outbox';
+import { planeRequestTotals } from '@orch/shared/db/queries/plane-rate-budget';
 import { JOB_STATUSES, TASK_STAGES, WORK_STAGES } from '@orch/shared/stages';
 import type { ApiDeps } from '../deps.ts';
 import { exposition, PROMETHEUS_CONTENT_TYPE, type Family, type Sample } from '../prometheus.ts';
@@ -30,7 +31,7 @@ function grid(rows: q.LabelledCount[], axes: Record<string, readonly string[]>):
 
 async function collectMetrics(d: ApiDeps): Promise<Family[]> {
   const db = d.db;
-  const [jobs, tasks, depth, workers, dispatch, durations, stopLat, agents, reaper, stop, webhooks, backlog, leases] = await Promise.all([
+  const [jobs, tasks, depth, workers, dispatch, durations, stopLat, agents, reaper, stop, webhooks, backlog, leases, plane] = await Promise.all([
     q.jobsByStatusAndStage(db),
     q.tasksByStage(db),
     q.queueDepth(db),
@@ -44,7 +45,11 @@ async function collectMetrics(d: ApiDeps): Promise<Family[]> {
     q.webhookOutcomes(db),
     outboxBacklog(db),
     q.mergeLeasesHeld(db),
+    planeRequestTotals(db),
   ]);
+  const callers = ['intake', 'outbox', 'poll'];
+  const planeSamples = (field: 'requests' | 'rate_limited') =>
+    grid(plane.map((p) => ({ labels: { caller: p.caller }, value: p[field] })), { caller: callers });
   return [
     { name: 'orch_jobs', help: 'Jobs by status and stage (rows of the jobs table).', type: 'gauge', samples: grid(jobs, { status: JOB_STATUSES, stage: WORK_STAGES }) },
     { name: 'orch_tasks', help: 'Tasks by stage.', type: 'gauge', samples: grid(tasks, { stage: TASK_STAGES }) },
@@ -94,7 +99,24 @@ async function collectMetrics(d: ApiDeps): Promise<Family[]> {
     },
     { name: 'orch_stop_latency_seconds', help: 'cancelled_at - cancel_requested_at of cancelled tasks.', type: 'histogram', bounds: STOP_BOUNDS, series: stopLat.length ? stopLat : [{ labels: {}, buckets: STOP_BOUNDS.map(() => 0), count: 0, sum: 0 }] },
     { name: 'orch_webhook_deliveries_total', help: 'Plane webhook deliveries recorded, by outcome.', type: 'counter', samples: webhooks.map((w) => ({ labels: w.labels, value: w.value })) },
-    { name: 'orch_outbox_backlog', help: 'Tracker calls (Plane) written and not yet delivered.', type: 'gauge', samples: [{ value: backlog }] },
+    {
+      name: 'orch_outbox_backlog',
+      help: 'Outbox calls written and not yet delivered, by target (plane: state changes and comments; gitea: PR comments and commit statuses).',
+      type: 'gauge',
+      samples: grid(backlog.map((b) => ({ labels: { target: b.target }, value: b.n })), { target: ['plane', 'gitea'] }),
+    },
+    {
+      name: 'orch_plane_requests_total',
+      help: "Requests sent to Plane by the whole fleet, by caller (outbox, poll, intake), summed over API keys.",
+      type: 'counter',
+      samples: planeSamples('requests'),
+    },
+    {
+      name: 'orch_plane_rate_limited_total',
+      help: 'Plane answers 429 (rate limited), by caller.',
+      type: 'counter',
+      samples: planeSamples('rate_limited'),
+    },
     { name: 'orch_merge_leases_held', help: 'Projects whose merge lock is held.', type: 'gauge', samples: [{ value: leases }] },
   ];
 }

@@ -181,16 +181,51 @@ export interface ReaperStreaksTable {
   updated_at: Timestamp;
 }
 
+export type OutboxTarget = 'plane' | 'gitea';
+export type OutboxKind = 'set_state' | 'comment' | 'pr_comment' | 'commit_status';
+
 export interface OutboxTable {
   id: Generated<number>;
   task_id: number | null;
-  kind: 'set_state' | 'comment';
+  kind: OutboxKind;
+  target: Generated<OutboxTarget>;
+  /** rows of one key are delivered in the order they were written (a Plane issue, a Gitea PR) */
+  order_key: string;
   payload: Json;
   attempts: Generated<number>;
   next_attempt_at: Timestamp;
   delivered_at: NullableTimestamp;
   last_error: string | null;
   created_at: Timestamp;
+}
+
+export interface PlaneRateBudgetTable {
+  key_hash: string;
+  sent_at: ColumnType<Date[], string[] | undefined, string[]>;
+  paused_until: NullableTimestamp;
+  requests: Json;
+  rate_limited: Json;
+  created_at: Timestamp;
+}
+
+export interface PlanePollPassesTable {
+  plane_project_id: string;
+  claimed_at: Timestamp;
+  claimed_by: string;
+  completed_at: NullableTimestamp;
+  watermark: NullableTimestamp;
+  full_at: NullableTimestamp;
+  last_outcome: string | null;
+}
+
+export type PlaneIssueStateSource = 'webhook' | 'poll' | 'outbox';
+
+export interface PlaneIssueStatesTable {
+  issue_id: string;
+  state_id: string;
+  state_at: Timestamp;
+  source: PlaneIssueStateSource;
+  noted_at: Timestamp;
 }
 
 export interface Database {
@@ -208,6 +243,9 @@ export interface Database {
   reaper_state: ReaperStateTable;
   reaper_streaks: ReaperStreaksTable;
   outbox: OutboxTable;
+  plane_rate_budget: PlaneRateBudgetTable;
+  plane_poll_passes: PlanePollPassesTable;
+  plane_issue_states: PlaneIssueStatesTable;
 }
 
 export type Project = Selectable<ProjectsTable>;

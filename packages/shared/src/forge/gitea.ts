@@ -5,9 +5,15 @@
  * - merge: 200; 405 when already merged (message ""), or not in a mergeable state (conflict,
  *   or Gitea's background conflict check still running: "Please try again later"), or not
  *   allowed; 409 when the merge itself conflicts (body = ErrMergeConflicts struct, no
- *   `message`), the head moved ("head out of date") or base moved ("merge push out of date");
+ *   `message`), the head moved ("head out of date"), base moved ("merge push out of date"), or a
+ *   pre-receive hook / protection refused the push ("PushRejected with remote message: …" or
+ *   "PushRejected without remote error message", `git.IsErrPushRejected`) — that last one is its
+ *   own result, not retried as out of date;
  * - update (merge base into head): 200; 409 on conflict; 422 when the PR is merged or closed;
- * - delete branch: 204; 404 missing; 403 protected or default.
+ * - delete branch: 204; 404 missing; 403 protected or default;
+ * - compare (routers/api/v1/repo/compare.go): `?files=false&verification=false` skip the
+ *   per-commit file lists and signature checks (both default to true, both undocumented, so
+ *   gitea-js's `repoCompareDiff` cannot pass them: we call `api.request` with a query).
  *
  * Every request carries `Authorization: token <TOKEN>`, has its own timeout, and is retried with
  * exponential backoff on network errors and 5xx only (never 4xx). Retrying a non-idempotent
@@ -15,7 +21,7 @@
  * 409 (→ the existing PR), a re-sent merge answers 405 (→ `already_merged`).
  */
 import { giteaApi } from 'gitea-js';
-import type { PullRequest as GiteaPullRequest } from 'gitea-js';
+import type { Compare, PullRequest as GiteaPullRequest } from 'gitea-js';
 import type { BranchInfo, DeleteBranchResult, Forge, MergeResult, PullRequest, UpdateBranchResult } from './types.ts';
 
 export interface GiteaForgeOptions {
@@ -42,7 +48,7 @@ export interface GiteaForgeOptions {
 }
 
 /** A Gitea answer outside what the calling method handles (including 401 for a bad token). */
-class GiteaError extends Error {
+export class GiteaError extends Error {
   readonly status: number;
   constructor(op: string, status: number, detail: string) {
     const hint = status === 401 ? ': Gitea rejected the token (check the Gitea API token)' : '';
@@ -52,7 +58,7 @@ class GiteaError extends Error {
   }
 }
 
-interface Answer<T> {
+export interface Answer<T> {
   status: number;
   data: T | null;
   /** the parsed error body, when JSON */
@@ -61,11 +67,20 @@ interface Answer<T> {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-function errorMessage(body: unknown): string {
+export function errorMessage(body: unknown): string {
   // a non-JSON (often empty) error body leaves gitea-js's parse error here: not a message
   if (body instanceof Error) return '';
   if (body && typeof body === 'object' && 'message' in body && typeof body.message === 'string') return body.message;
   return '';
+}
+
+/**
+ * The server's words in a PushRejected answer: "PushRejected with remote message: <the hook's
+ * remote: lines>" → those lines; "PushRejected without remote error message" → "".
+ */
+export function pushRejectedMessage(msg: string): string {
+  const m = /^PushRejected with remote message:\s*([\s\S]*)$/i.exec(msg.trim());
+  return m ? m[1]!.trim() : '';
 }
 
 /** Branch names go into the URL path as is (gitea-js does not encode); Gitea routes `/branches/*`. */
@@ -73,16 +88,26 @@ function pathSegment(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
 
-export function createGiteaForge(opts: GiteaForgeOptions): Forge {
-  const { owner, repo, baseBranch, token } = opts;
+export interface GiteaClientOptions {
+  baseUrl: string;
+  token: string;
+  /** per request (per attempt) */
+  timeoutMs: number;
+  /** extra attempts on network errors and 5xx */
+  retries: number;
+  retryDelayMs: number;
+  fetch?: typeof fetch;
+}
+
+/**
+ * gitea-js with orch's auth, timeout and retries under it (gitea-js only builds the request and
+ * parses JSON), and `call`, which turns a thrown non-2xx Response into a plain answer.
+ */
+export function giteaClient(opts: GiteaClientOptions) {
   const baseUrl = opts.baseUrl.replace(/\/+$/, '');
-  const timeoutMs = opts.timeoutMs ?? 15_000;
-  const retries = opts.retries ?? 3;
-  const retryDelayMs = opts.retryDelayMs ?? 250;
-  const mergeableWaitMs = opts.mergeableWaitMs ?? 20_000;
+  const { token, timeoutMs, retries, retryDelayMs } = opts;
   const doFetch = opts.fetch ?? globalThis.fetch;
 
-  /** Auth, timeout and retries, under gitea-js (which only builds the request and parses JSON). */
   const customFetch: typeof fetch = async (input, init) => {
     const headers = new Headers(init?.headers);
     headers.set('Authorization', `token ${token}`);
@@ -109,9 +134,8 @@ export function createGiteaForge(opts: GiteaForgeOptions): Forge {
   };
 
   const api = giteaApi(baseUrl, { customFetch });
-  const r = api.repos;
 
-  /** Await a gitea-js call, turning its thrown non-2xx Response into a plain answer. */
+  /** Await a gitea-js call, turning its thrown non-2xx Response into a plain answer (401 throws). */
   async function call<T>(op: string, p: Promise<{ status: number; data: T }>): Promise<Answer<T>> {
     try {
       const res = await p;
@@ -125,6 +149,22 @@ export function createGiteaForge(opts: GiteaForgeOptions): Forge {
       throw e;
     }
   }
+
+  return { baseUrl, api, call };
+}
+
+export function createGiteaForge(opts: GiteaForgeOptions): Forge {
+  const { owner, repo, baseBranch } = opts;
+  const mergeableWaitMs = opts.mergeableWaitMs ?? 20_000;
+  const { baseUrl, api, call } = giteaClient({
+    baseUrl: opts.baseUrl,
+    token: opts.token,
+    timeoutMs: opts.timeoutMs ?? 15_000,
+    retries: opts.retries ?? 3,
+    retryDelayMs: opts.retryDelayMs ?? 250,
+    ...(opts.fetch ? { fetch: opts.fetch } : {}),
+  });
+  const r = api.repos;
 
   function unexpected(op: string, a: Answer<unknown>): never {
     throw new GiteaError(op, a.status, errorMessage(a.error));
@@ -221,6 +261,7 @@ export function createGiteaForge(opts: GiteaForgeOptions): Forge {
     }
     if (a.status === 409) {
       const msg = errorMessage(a.error);
+      if (/^PushRejected/i.test(msg)) return { kind: 'push_rejected', message: pushRejectedMessage(msg) };
       // "head out of date" / "merge push out of date": retry after updating; a conflict answers
       // with the ErrMergeConflicts struct (no message)
       if (/out of date/i.test(msg)) return { kind: 'out_of_date', message: msg };
@@ -270,7 +311,16 @@ export function createGiteaForge(opts: GiteaForgeOptions): Forge {
      * refreshes asynchronously.
      */
     async updateBranch(pr: PullRequest): Promise<UpdateBranchResult> {
-      const cmp = await call('compare', r.repoCompareDiff(owner, repo, `${pathSegment(pr.head)}...${pathSegment(pr.base)}`));
+      const cmp = await call(
+        'compare',
+        api.request<Compare>({
+          path: `/repos/${owner}/${repo}/compare/${pathSegment(pr.head)}...${pathSegment(pr.base)}`,
+          method: 'GET',
+          secure: true,
+          format: 'json',
+          query: { files: false, verification: false },
+        }),
+      );
       if (cmp.status !== 200) return unexpected(`compare ${pr.head}...${pr.base}`, cmp);
       if ((cmp.data?.total_commits ?? cmp.data?.commits?.length ?? 0) === 0) return { kind: 'up_to_date' };
 

@@ -23,6 +23,13 @@ function toPr(r: PullRequestRow): PullRequest {
   return { number: r.number, state: r.state, head: r.head, base: r.base, headSha: r.head_sha, mergedSha: r.merged_sha, url: null };
 }
 
+/** The `remote:` lines of a push's stderr (what the server's hook said), else its last line. */
+function remoteMessage(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim());
+  const remote = lines.filter((l) => l.startsWith('remote:')).map((l) => l.slice('remote:'.length).trim()).filter(Boolean);
+  return remote.length ? remote.join('\n') : (lines.filter(Boolean).at(-1) ?? '');
+}
+
 export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUrl: string; baseBranch: string; scratchRoot?: string }): Forge {
   const { db, projectId, remoteUrl, baseBranch } = opts;
 
@@ -147,7 +154,12 @@ export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUr
           return { kind: 'conflict', message: `${row.head} conflicts with ${row.base}` };
         }
         const push = await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${row.base}`], { cwd: dir, allowFail: true });
-        if (push.exitCode !== 0) return { kind: 'out_of_date', message: `${row.base} moved during the merge` };
+        if (push.exitCode !== 0) {
+          // git prints "! [remote rejected] … (pre-receive hook declined)" when a hook refused it,
+          // "! [rejected] … (fetch first)" / "non-fast-forward" when base moved meanwhile
+          if (/\[remote rejected\]/.test(push.stderr)) return { kind: 'push_rejected', message: remoteMessage(push.stderr) };
+          return { kind: 'out_of_date', message: `${row.base} moved during the merge` };
+        }
         const sha = (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
         await markPullRequestMerged(db, row.id, sha);
         return { kind: 'merged', sha };

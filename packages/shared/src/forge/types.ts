@@ -41,6 +41,11 @@ export type MergeResult =
   | { kind: 'conflict'; message: string }
   /** base moved or head changed since the check: update the branch and try again */
   | { kind: 'out_of_date'; message: string }
+  /**
+   * the server refused the merge commit's push to base (a pre-receive hook, branch protection):
+   * updating the branch will not help; `message` is the server's remote message, if any
+   */
+  | { kind: 'push_rejected'; message: string }
   | { kind: 'not_mergeable'; message: string };
 
 export type UpdateBranchResult =

@@ -16,6 +16,8 @@ import { analysisVerdict, exitVerdict, implementationVerdict, reviewVerdict } fr
 /** What the worker saw during the step and cannot be re-read later (e.g. a merge conflict). */
 export interface StepReport {
   mergeConflict?: string;
+  /** the forge refused the merge for good (e.g. `push_rejected: …`): the gate fails with it */
+  mergeRefused?: string;
 }
 
 export interface GateContext {
@@ -53,6 +55,7 @@ const QG_CHECKS: Readonly<Record<WorkStage, Check>> = {
 
   async merge(ctx) {
     if (ctx.report?.mergeConflict) return { verdict: 'send_back', reason: `merge_conflict: ${ctx.report.mergeConflict}` };
+    if (ctx.report?.mergeRefused) return { verdict: 'fail', reason: ctx.report.mergeRefused };
     if (ctx.task.merged_sha) return { verdict: 'pass', detail: ctx.task.merged_sha };
     if (ctx.task.pr_number !== null) {
       const pr = await ctx.svc.forgeFor(ctx.project).getPullRequest(ctx.task.pr_number);

@@ -28,11 +28,11 @@ const GIT_ENV = {
   GIT_COMMITTER_EMAIL: 'orch@localhost',
 };
 
-export async function git(args: string[], opts: { cwd?: string; allowFail?: boolean } = {}): Promise<{ stdout: string; exitCode: number }> {
+export async function git(args: string[], opts: { cwd?: string; allowFail?: boolean } = {}): Promise<{ stdout: string; stderr: string; exitCode: number }> {
   const r = await execa('git', args, { cwd: opts.cwd, reject: false, env: GIT_ENV, stdin: 'ignore' });
   const exitCode = r.exitCode ?? -1;
   if (exitCode !== 0 && !opts.allowFail) throw new GitError(args, String(r.stderr ?? ''), exitCode);
-  return { stdout: String(r.stdout ?? '').trim(), exitCode };
+  return { stdout: String(r.stdout ?? '').trim(), stderr: String(r.stderr ?? ''), exitCode };
 }
 
 /** Serializes git operations on one repository within this process (ref and index locks). */

@@ -13,6 +13,7 @@ import { evaluateGate, type StepReport } from '../gates/index.ts';
 import type { Services } from '../runtime/services.ts';
 import { isTerminal } from '../stages.ts';
 import { applyThen, slotFreed } from './apply.ts';
+import { reportJobFinished } from './forge-report.ts';
 import { decideAfterAbort, decideAfterGate, type GateVerdict } from './transitions.ts';
 import type { Job } from '../db/types.ts';
 
@@ -71,6 +72,7 @@ export async function finalizeJob(
       data: { stage: job.stage, attempt: job.attempt, verdict: verdict.verdict, then: decision.then.kind },
     });
     await applyThen(tx, svc.boss, { job: flipped, task: current, project, then: decision.then, actor });
+    await reportJobFinished(tx, svc.config.api, { job: flipped, task: current, project, verdict });
     await slotFreed(tx, svc.boss, job.id);
     return { kind: 'finalized', job: flipped, verdict } as const;
   });
@@ -116,6 +118,8 @@ export async function abortJob(
       data: { stage: job.stage, attempt: job.attempt, then: then.kind },
     });
     await applyThen(tx, svc.boss, { job: flipped, task, project, then, actor });
+    // a shutdown's requeue runs the same attempt again at once: its next start says "pending"
+    if (!a.sameAttempt) await reportJobFinished(tx, svc.config.api, { job: flipped, task, project });
     await slotFreed(tx, svc.boss, job.id);
     return { kind: 'aborted', job: flipped } as const;
   });

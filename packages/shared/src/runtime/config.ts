@@ -56,6 +56,9 @@ export const SETTINGS = {
         secret: true,
       }),
       bodyLimitBytes: number('ORCH_API_BODY_LIMIT_BYTES', { default: 1_048_576, int: true, min: 1024, doc: 'Largest request body accepted (bytes); larger is a 413.' }),
+      publicUrl: httpUrl('ORCH_PUBLIC_URL', {
+        doc: "The dashboard's address as people reach it (e.g. https://orch.example.com): Gitea commit statuses and PR comments link to the task there.",
+      }),
     },
   }),
   ...section('Workers', {
@@ -138,10 +141,24 @@ export const SETTINGS = {
         cancelled: text('PLANE_STATE_CANCELLED', { default: 'Cancelled', doc: 'State orch moves an issue to when its task is cancelled.' }),
         blocked: text('PLANE_STATE_BLOCKED', { default: 'Blocked', doc: 'State orch moves an issue to when its task is blocked.' }),
       },
+      rate: {
+        limit: number('PLANE_RATE_LIMIT_PER_MIN', {
+          default: 60,
+          int: true,
+          min: 1,
+          doc: "Requests a minute Plane allows the API key (Plane's API_KEY_RATE_LIMIT; 300 for a service token). The whole fleet shares it.",
+        }),
+        outboxReserve: number('PLANE_OUTBOX_RESERVE', {
+          default: 20,
+          int: true,
+          min: 0,
+          doc: 'Of those, how many only the outbox (state changes, comments) may spend: the reconciliation poll leaves them.',
+        }),
+      },
     },
     tracker: {
-      outboxIntervalS: number('ORCH_OUTBOX_INTERVAL_S', { default: 2, min: 0.05, doc: 'Deliver queued Plane calls (state changes, comments) this often; run by `orch reaper` / `up`.' }),
-      reconcileS: number('ORCH_PLANE_RECONCILE_S', { default: 60, min: 0, doc: 'Poll Plane for issues in the start/stop states that orch missed; 0 = off.' }),
+      outboxIntervalS: number('ORCH_OUTBOX_INTERVAL_S', { default: 2, min: 0.05, doc: 'Deliver queued Plane and Gitea calls (state changes, comments, commit statuses) this often; run by `orch reaper` / `up`.' }),
+      reconcileS: number('ORCH_PLANE_RECONCILE_S', { default: 60, min: 0, doc: 'Poll Plane for issues in the start/stop states that orch missed, once per interval for the whole fleet; 0 = off.' }),
     },
   }),
   ...section('Gitea', {
@@ -158,6 +175,7 @@ export type Config = ConfigOf<typeof SETTINGS>;
 const CHECKS: Array<(c: Config) => string | null> = [
   (c) => (c.agent.kind === 'command' && !c.agent.command ? 'ORCH_AGENT_CMD: required when ORCH_AGENT=command' : null),
   (c) => (c.heartbeat.timeoutS <= c.heartbeat.intervalS ? 'ORCH_HEARTBEAT_TIMEOUT_S: must be greater than ORCH_HEARTBEAT_INTERVAL_S' : null),
+  (c) => (c.plane.rate.outboxReserve >= c.plane.rate.limit ? 'PLANE_OUTBOX_RESERVE: must be less than PLANE_RATE_LIMIT_PER_MIN (the poll needs some of it)' : null),
 ];
 
 export class ConfigError extends Error {

@@ -1,23 +1,27 @@
 /**
- * The outbox delivery loop: tracker calls (Plane state changes and comments) written in the
- * transaction of the change that causes them are delivered here, later, by a loop that never
- * raises. A row stays in the table until the tracker accepted it, so a tracker that is down for
- * an hour loses nothing: its rows back off (5 s doubling, capped at 10 min) and go out when it is
- * back. A 429 reschedules the row at the tracker's reset time and pauses this deliverer until
- * then (the rate limit is per API key, so the other rows would only be refused too).
+ * The outbox delivery loop: calls to Plane (state changes, comments) and to Gitea (pull-request
+ * comments, commit statuses) written in the transaction of the change that causes them are
+ * delivered here, later, by a loop that never raises — one loop per target, so a Plane that is
+ * rate-limited never holds up Gitea and the other way round. A row stays in the table until the
+ * service accepted it, so a service that is down for an hour loses nothing: its rows back off (5 s
+ * doubling, capped at 10 min) and go out when it is back.
  *
- * Order: rows are claimed with `dueOutboxHeads` — the oldest undelivered row of each issue, FOR
- * UPDATE SKIP LOCKED — so calls reach the tracker in the order they were written, per issue, even
- * with several deliverers (the reaper's and `orch up`'s) running at once.
+ * "Not before" answers are not the row's fault and do not count as attempts: a 429 reschedules
+ * the row at Retry-After and pauses this deliverer until then; no slot in the fleet's Plane budget
+ * (TrackerDeferred: nothing was sent) leaves the row as it is and pauses until a slot frees up.
  *
- * Delivery is at-least-once: a crash between the tracker's answer and the commit sends the row
- * again (a state change is idempotent; a comment may appear twice).
+ * Order: rows are claimed with `dueOutboxHeads` — the oldest undelivered row of each order key (a
+ * Plane issue, a Gitea pull request), FOR UPDATE SKIP LOCKED — so calls reach the service in the
+ * order they were written, per key, even with several deliverers running at once.
+ *
+ * Delivery is at-least-once: a crash between the service's answer and the commit sends the row
+ * again (a state change and a commit status are idempotent; a comment may appear twice).
  */
-import type { Db } from '../db/client.ts';
-import { dueOutboxHeads, markOutboxDelivered, markOutboxFailed, type OutboxRow } from '../db/queries/outbox.ts';
+import type { Db, DbOrTx } from '../db/client.ts';
+import { dueOutboxHeads, markOutboxDelivered, markOutboxFailed, postponeOutbox, type OutboxRow } from '../db/queries/outbox.ts';
+import type { OutboxTarget } from '../db/types.ts';
 import type { Logger } from '../runtime/logger.ts';
-import { TRACKER_STATE_ROLES, TrackerRetryError } from './types.ts';
-import type { Tracker, TrackerStateRole } from './types.ts';
+import { TrackerDeferred, TrackerRetryError } from './types.ts';
 
 export interface OutboxBackoff {
   /** first retry after this many seconds (default 5) */
@@ -26,14 +30,25 @@ export interface OutboxBackoff {
   maxS: number;
 }
 
+/** How rows of one target are delivered. */
+export interface OutboxChannel {
+  readonly target: OutboxTarget;
+  /**
+   * Deliver one row; `tx` is the transaction that claimed it (for what the delivery implies, e.g.
+   * the state an issue is now known to be in). Throws to fail the attempt (TrackerRetryError: not
+   * before its `retryAt`, not counted; TrackerDeferred: nothing was sent, the row is left as it is).
+   */
+  deliver(row: OutboxRow, tx: DbOrTx): Promise<void>;
+}
+
 export interface OutboxDelivererOptions {
   db: Db;
-  tracker: Pick<Tracker, 'setState' | 'comment'>;
+  channel: OutboxChannel;
   log: Logger;
   /** rows claimed per transaction (default 20) */
   batch?: number;
   backoff?: Partial<OutboxBackoff>;
-  /** strings that must never reach a log line or `outbox.last_error` (the API key) */
+  /** strings that must never reach a log line or `outbox.last_error` (API keys, tokens) */
   secrets?: string[];
 }
 
@@ -51,7 +66,6 @@ export interface OutboxDeliverer {
   stop(): Promise<void>;
 }
 
-const ROLES: ReadonlySet<string> = new Set<string>(TRACKER_STATE_ROLES);
 /** a tick claims at most this many batches, so one tick cannot run forever */
 const MAX_ROUNDS = 50;
 
@@ -61,40 +75,25 @@ export function outboxBackoffMs(attempts: number, b: OutboxBackoff): number {
   return Math.min(b.baseS * 2 ** exp, b.maxS) * 1000;
 }
 
-type Call =
-  | { kind: 'set_state'; projectId: string; issueId: string; role: TrackerStateRole }
-  | { kind: 'comment'; projectId: string; issueId: string; html: string };
-
-function parseRow(row: OutboxRow): Call | string {
-  const p = (typeof row.payload === 'string' ? safeJson(row.payload) : row.payload) as Record<string, unknown> | null;
-  if (p === null || typeof p !== 'object') return 'payload is not an object';
-  const { projectId, issueId } = p;
-  if (typeof projectId !== 'string' || !projectId || typeof issueId !== 'string' || !issueId) return 'payload lacks projectId/issueId';
-  if (row.kind === 'set_state') {
-    if (typeof p.role !== 'string' || !ROLES.has(p.role)) return `payload has no valid role (${String(p.role)})`;
-    return { kind: 'set_state', projectId, issueId, role: p.role as TrackerStateRole };
+/** The payload of a row as an object, or null. */
+export function outboxPayload(row: OutboxRow): Record<string, unknown> | null {
+  let p: unknown = row.payload;
+  if (typeof p === 'string') {
+    try {
+      p = JSON.parse(p) as unknown;
+    } catch {
+      return null;
+    }
   }
-  if (row.kind === 'comment') {
-    if (typeof p.html !== 'string' || !p.html) return 'payload has no html';
-    return { kind: 'comment', projectId, issueId, html: p.html };
-  }
-  return `unknown kind ${String(row.kind)}`;
-}
-
-function safeJson(s: string): unknown {
-  try {
-    return JSON.parse(s) as unknown;
-  } catch {
-    return null;
-  }
+  return p !== null && typeof p === 'object' && !Array.isArray(p) ? (p as Record<string, unknown>) : null;
 }
 
 export function createOutboxDeliverer(opts: OutboxDelivererOptions): OutboxDeliverer {
-  const { db, tracker, log } = opts;
+  const { db, channel, log } = opts;
   const batch = Math.max(1, opts.batch ?? 20);
   const backoff: OutboxBackoff = { baseS: opts.backoff?.baseS ?? 5, maxS: opts.backoff?.maxS ?? 600 };
   const secrets = (opts.secrets ?? []).filter((s) => s.length > 0);
-  /** set by a 429: nothing is sent before this time */
+  /** set by a 429 or an empty budget: nothing is sent before this time */
   let pausedUntil = 0;
   let timer: NodeJS.Timeout | null = null;
   let stopped = true;
@@ -103,39 +102,38 @@ export function createOutboxDeliverer(opts: OutboxDelivererOptions): OutboxDeliv
   const redact = (s: string): string => secrets.reduce((acc, k) => acc.split(k).join('[redacted]'), s);
   const errText = (err: unknown): string => redact(err instanceof Error ? err.message : String(err));
 
-  async function deliverOne(row: OutboxRow): Promise<void> {
-    const call = parseRow(row);
-    if (typeof call === 'string') throw new Error(`outbox row ${row.id}: ${call}`);
-    if (call.kind === 'set_state') await tracker.setState({ projectId: call.projectId, issueId: call.issueId, role: call.role });
-    else await tracker.comment({ projectId: call.projectId, issueId: call.issueId, html: call.html });
-  }
-
   /** One transaction: claim a batch of heads, deliver each, record each outcome. */
-  async function round(): Promise<TickResult & { claimed: number; rateLimited: boolean }> {
-    const r = { delivered: 0, failed: 0, claimed: 0, rateLimited: false };
+  async function round(): Promise<TickResult & { claimed: number; paused: boolean }> {
+    const r = { delivered: 0, failed: 0, claimed: 0, paused: false };
     await db.transaction().execute(async (tx) => {
-      const rows = await dueOutboxHeads(tx, batch);
+      const rows = await dueOutboxHeads(tx, channel.target, batch);
       r.claimed = rows.length;
       for (const row of rows) {
-        if (r.rateLimited) break; // left as they are: due again once the pause is over
+        if (r.paused) break; // left as they are: due again once the pause is over
         try {
-          await deliverOne(row);
+          await channel.deliver(row, tx);
           await markOutboxDelivered(tx, row.id);
           r.delivered++;
         } catch (err) {
-          r.failed++;
           const msg = errText(err);
-          let retryAt: Date;
+          const ctx = { outboxId: row.id, target: row.target, kind: row.kind, key: row.order_key };
           if (err instanceof TrackerRetryError) {
-            retryAt = err.retryAt.getTime() > Date.now() ? err.retryAt : new Date(Date.now() + 1000);
+            const retryAt = err.retryAt.getTime() > Date.now() ? err.retryAt : new Date(Date.now() + 1000);
             pausedUntil = Math.max(pausedUntil, retryAt.getTime());
-            r.rateLimited = true;
-          } else {
-            retryAt = new Date(Date.now() + outboxBackoffMs(row.attempts, backoff));
+            r.paused = true;
+            if (err instanceof TrackerDeferred) {
+              log.debug({ ...ctx, retryAt: retryAt.toISOString(), err: msg }, 'not sent (no budget left); the row waits');
+              continue;
+            }
+            r.failed++;
+            await postponeOutbox(tx, row.id, msg, retryAt);
+            log.warn({ ...ctx, retryAt: retryAt.toISOString(), err: msg }, 'delivery postponed (rate limited)');
+            continue;
           }
+          r.failed++;
+          const retryAt = new Date(Date.now() + outboxBackoffMs(row.attempts, backoff));
           await markOutboxFailed(tx, row.id, msg, retryAt);
-          const issueId = (row.payload as { issueId?: unknown } | null)?.issueId;
-          log.warn({ outboxId: row.id, kind: row.kind, issueId, attempts: row.attempts + 1, retryAt: retryAt.toISOString(), err: msg }, 'tracker delivery failed; will retry');
+          log.warn({ ...ctx, attempts: row.attempts + 1, retryAt: retryAt.toISOString(), err: msg }, 'delivery failed; will retry');
         }
       }
     });
@@ -151,12 +149,12 @@ export function createOutboxDeliverer(opts: OutboxDelivererOptions): OutboxDeliv
         total.delivered += r.delivered;
         total.failed += r.failed;
         // Stop when nothing was claimed, or nothing got through (all due rows just failed).
-        if (r.claimed === 0 || r.delivered === 0 || r.rateLimited) break;
+        if (r.claimed === 0 || r.delivered === 0 || r.paused) break;
       }
     } catch (err) {
       log.error({ err: errText(err) }, 'outbox delivery tick failed');
     }
-    if (total.delivered > 0 || total.failed > 0) log.debug(total, 'outbox tick');
+    if (total.delivered > 0 || total.failed > 0) log.debug({ target: channel.target, ...total }, 'outbox tick');
     return total;
   }
 

@@ -21,6 +21,8 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
+import { planeIssueBody } from './plane-body.ts';
+import { utcInstant } from './plane-time.ts';
 
 export interface PlaneIssueEvent {
   /** `X-Plane-Event` / body `event`: `issue` is the only one orch acts on */
@@ -33,7 +35,7 @@ export interface PlaneIssueEvent {
   /** `data.id` for issue events; for `issue_comment` the comment's `issue`; else `data.id` */
   issueId: string;
   issueName: string | null;
-  /** `description_stripped`, else `description_html` */
+  /** the task body: Markdown of `description_html` (plane-body.ts), the same as the poll's */
   issueDescription: string | null;
   stateId: string | null;
   stateName: string | null;
@@ -41,8 +43,8 @@ export interface PlaneIssueEvent {
   newValue: string | null;
   oldValue: string | null;
   actorId: string | null;
-  /** `activity.created_at` when present, else `data.updated_at` */
-  activityAt: string | null;
+  /** `data.updated_at`: the issue's last change, as Plane sent it (webhooks: UTC `…Z`) */
+  updatedAt: string | null;
 }
 
 export type ParsePlaneWebhookResult = { ok: true; event: PlaneIssueEvent } | { ok: false; error: string };
@@ -106,7 +108,6 @@ const activitySchema = z
     actor: actorSchema,
     old_identifier: anyValue,
     new_identifier: anyValue,
-    created_at: nullableString,
   })
   .loose();
 
@@ -145,13 +146,6 @@ function valueText(v: unknown): string | null {
   if (typeof v === 'string') return v;
   if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
   return JSON.stringify(v);
-}
-
-/** `description_stripped` (blank → null; Plane stores `""` for an empty editor), else the HTML */
-function description(stripped: string | null | undefined, html: string | null | undefined): string | null {
-  if (typeof stripped === 'string') return stripped.trim() === '' ? null : stripped;
-  if (typeof html === 'string' && html.trim() !== '') return html;
-  return null;
 }
 
 function isStateField(field: string | null): boolean {
@@ -221,24 +215,39 @@ export function parsePlaneWebhook(body: unknown): ParsePlaneWebhookResult {
       projectId,
       issueId,
       issueName: d.name ?? null,
-      issueDescription: description(d.description_stripped, d.description_html),
+      issueDescription: planeIssueBody(d.description_html, d.description_stripped),
       stateId,
       stateName,
       field,
       newValue,
       oldValue,
       actorId: refId(a?.actor),
-      activityAt: a?.created_at ?? d.updated_at ?? null,
+      updatedAt: d.updated_at ?? null,
     },
   };
 }
 
 /**
- * Content-based key for redelivery dedupe (sha256 hex). Plane's delivery id is a new uuid4 on
- * every send, retries included, so it cannot be the key; the same change re-sent carries the
- * same event, issue, field, new value and `updated_at`.
+ * Is this event a fact about the issue's state: created (in some state), or a change whose field is
+ * the state (`state` through the REST API, `state_id` from the web app)?
+ */
+export function isStateEvent(e: Pick<PlaneIssueEvent, 'event' | 'action' | 'field'>): boolean {
+  return e.event === 'issue' && (/^create/.test(e.action) || isStateField(e.field));
+}
+
+/**
+ * The dedupe key (sha256 hex) of what an event means. Plane's delivery id is a new uuid4 on every
+ * send, retries included, so it cannot be the key. A state event means "issue I was in state S as
+ * of its `updated_at` U": the key is (I, S, U as a UTC instant), whatever the field was called
+ * (`state_id` from the web app, `state` from the API) and whichever zone U was written in — so a
+ * webhook and the poll (which sees the issue in its list) produce the same key for the same change.
+ * Any other event keeps a content key (event, action, issue, field, new value, `updated_at`).
  */
 export function webhookDedupeKey(e: PlaneIssueEvent): string {
-  const parts = [e.event, e.action, e.issueId, e.field ?? '', e.newValue ?? '', e.activityAt ?? ''];
+  const at = utcInstant(e.updatedAt);
+  const parts =
+    isStateEvent(e) && e.stateId && at
+      ? ['state', e.issueId, e.stateId, at]
+      : [e.event, e.action, e.issueId, e.field ?? '', e.newValue ?? '', e.updatedAt ?? ''];
   return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }

@@ -9,8 +9,8 @@ import path from 'node:path';
 import { insertArtefact, latestStageArtefact } from '@orch/shared/db/queries/artefacts';
 import { appendEvent } from '@orch/shared/db/queries/events';
 import { markTestStarted, setTestExitCode } from '@orch/shared/db/queries/jobs';
-import { setTaskPullRequest } from '@orch/shared/db/queries/tasks';
 import { prepareWorktree, pushBranch, worktreePath } from '@orch/shared/host/git';
+import { pullRequestBody, recordPullRequest } from '@orch/shared/pipeline/forge-report';
 import { renderPrompt } from '@orch/shared/prompts';
 import type { Step } from '../job-handle.ts';
 import { contractEnv, jobDirs, runStepProcess } from './process.ts';
@@ -77,8 +77,8 @@ export const agentStep: Step = async (ctx, rj, s) => {
   const sha = await pushBranch(wt, branch);
   await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_pushed', actor: `worker:${ctx.workerId}`, data: { branch, sha } });
   if (job.stage === 'implementation') {
-    const pr = await forge.ensurePullRequest({ head: branch, base: project.base_branch, title: task.title, body: task.body, taskId: task.id });
-    await setTaskPullRequest(svc.db, task.id, pr.number);
+    const pr = await forge.ensurePullRequest({ head: branch, base: project.base_branch, title: task.title, body: pullRequestBody(task, svc.config.api), taskId: task.id });
+    await recordPullRequest(svc.db, svc.config.api, task, project, pr, { stage: job.stage, sha, analysis: analysis?.content });
   }
   return {};
 };

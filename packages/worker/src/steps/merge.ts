@@ -8,12 +8,21 @@
 import { releaseMergeLock, tryMergeLock } from '@orch/shared/db/queries/advisory-locks';
 import { appendEvent } from '@orch/shared/db/queries/events';
 import { clearLease, recordLease } from '@orch/shared/db/queries/merge-leases';
-import { enterCriticalWindow, getTask, leaveCriticalWindow, recordMergedSha, setTaskPullRequest } from '@orch/shared/db/queries/tasks';
+import { latestStageArtefact } from '@orch/shared/db/queries/artefacts';
+import { enterCriticalWindow, getTask, leaveCriticalWindow, recordMergedSha } from '@orch/shared/db/queries/tasks';
+import { pullRequestBody, recordPullRequest } from '@orch/shared/pipeline/forge-report';
 import type { PullRequest } from '@orch/shared/forge/types';
 import { StepStopped, type Step } from '../job-handle.ts';
 
 const LOCK_POLL_MS = 200;
 const MAX_OUT_OF_DATE_RETRIES = 3;
+
+/** The job's reason for a merge whose push the server refused (prefix `push_rejected:`). */
+function pushRejectedReason(forgeKind: 'local' | 'gitea', message: string): string {
+  const server = forgeKind === 'gitea' ? 'the Gitea server' : 'the git server';
+  const detail = message.trim() ? `: ${message.trim()}` : ' (it gave no message)';
+  return `push_rejected: ${server} rejected the merge push (a hook or branch protection)${detail}`.slice(0, 1000);
+}
 
 export const mergeStep: Step = async (ctx, rj, s) => {
   const { svc, workerId } = ctx;
@@ -37,8 +46,9 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       if (task.merged_sha) return { criticalStepRan: true };
       let pr: PullRequest | null = task.pr_number !== null ? await forge.getPullRequest(task.pr_number) : null;
       if (!pr || pr.state === 'closed') {
-        pr = await forge.ensurePullRequest({ head: task.branch!, base: project.base_branch, title: task.title, body: task.body, taskId: task.id });
-        await setTaskPullRequest(svc.db, task.id, pr.number);
+        pr = await forge.ensurePullRequest({ head: task.branch!, base: project.base_branch, title: task.title, body: pullRequestBody(task, svc.config.api), taskId: task.id });
+        const analysis = await latestStageArtefact(svc.db, task.id, 'analysis');
+        await recordPullRequest(svc.db, svc.config.api, task, project, pr, { stage: job.stage, sha: pr.headSha, analysis: analysis?.content });
       }
       if (pr.state === 'merged') {
         await recordMergedSha(svc.db, task.id, pr.mergedSha);
@@ -85,6 +95,14 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       await leaveCriticalWindow(svc.db, task.id);
       rj.critical = false;
       if (result.kind === 'conflict') return { report: { mergeConflict: result.message } };
+      if (result.kind === 'push_rejected') {
+        // A hook or branch protection refused the push to base: updating the branch and trying
+        // again would be refused the same way. The job fails with the server's words.
+        const reason = pushRejectedReason(forge.kind, result.message);
+        await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'merge_refused', actor, reason: 'push_rejected', data: { message: result.message } });
+        log.warn({ message: result.message }, 'merge push rejected by the server');
+        return { report: { mergeRefused: reason } };
+      }
       if (result.kind === 'out_of_date' && round < MAX_OUT_OF_DATE_RETRIES) {
         log.info({ message: result.message }, 'merge out of date; updating and retrying');
         continue;

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
 import type { TaskEvent } from '../types.ts';
 
@@ -27,4 +28,20 @@ export async function appendEvent(db: DbOrTx, e: NewEvent): Promise<void> {
 
 export async function listEvents(db: DbOrTx, taskId: number): Promise<TaskEvent[]> {
   return db.selectFrom('task_events').selectAll().where('task_id', '=', taskId).orderBy('id').execute();
+}
+
+/**
+ * The feature branch's head as orch last moved it: the sha of the task's latest `branch_pushed`
+ * (an agent stage pushed) or `branch_updated` (the forge merged base into it) event.
+ */
+export async function latestBranchSha(db: DbOrTx, taskId: number): Promise<string | null> {
+  const r = await db
+    .selectFrom('task_events')
+    .select(sql<string | null>`data->>'sha'`.as('sha'))
+    .where('task_id', '=', taskId)
+    .where('kind', 'in', ['branch_pushed', 'branch_updated'])
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return r?.sha ?? null;
 }
