@@ -99,7 +99,13 @@ export async function serveUntilSignal(
   const cfg = config();
   const log = logger(cfg, role);
   const rt = await runtime(cfg, log, role, opts);
-  const stop = await start(rt, log);
+  let stop: () => Promise<void>;
+  try {
+    stop = await start(rt, log);
+  } catch (err) {
+    await rt.close(); // a role that cannot start (a port in use) exits, rather than hang on its pool
+    throw err;
+  }
   await signalled;
   await stop();
   await rt.close();
