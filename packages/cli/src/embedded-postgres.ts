@@ -11,8 +11,7 @@
  * stopped. In its own session only orch decides when it stops: after every role has stopped.
  * Its log is `$ORCH_HOME/postgres.log`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';

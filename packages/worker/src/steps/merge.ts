@@ -1,10 +1,11 @@
 /**
  * The merge step: one merge per project at a time, under a session advisory lock held by a
  * dedicated connection of this worker (it dies with the session, so a crashed worker never
- * keeps it). Idempotent on re-drive: a merged PR, or one whose head is already contained in base
- * (the merge landed but was never recorded), is recorded as merged (`pr_already_merged`) before
- * any branch update; an up-to-date branch skips the update. Never force-pushes; base only moves through the
- * forge's merge. The merge call itself is the critical window: a cancel waits for it.
+ * keeps it). Idempotent on re-drive: a merged PR, or one whose head is already contained in
+ * base (the merge landed but was never recorded), is recorded as merged (`pr_already_merged`)
+ * before any branch update; an up-to-date branch skips the update. Never force-pushes; base only
+ * moves through the forge's merge. The merge call itself is the critical window: a cancel waits
+ * for it.
  */
 import { releaseMergeLock, tryMergeLock } from '@orch/shared/db/queries/advisory-locks';
 import { appendEvent } from '@orch/shared/db/queries/events';
@@ -52,7 +53,14 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       const onBase = await forge.mergedOnBase(pr);
       if (onBase) {
         await recordMergedSha(svc.db, task.id, onBase);
-        await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'pr_already_merged', actor, reason: 'head_on_base', data: { pr: pr.number, sha: onBase } });
+        await appendEvent(svc.db, {
+          taskId: task.id,
+          jobId: job.id,
+          kind: 'pr_already_merged',
+          actor,
+          reason: 'head_on_base',
+          data: { pr: pr.number, sha: onBase },
+        });
         log.info({ sha: onBase, pr: pr.number }, 'pull request head already on base: recorded as merged');
         return { criticalStepRan: true };
       }
