@@ -26,7 +26,7 @@ export interface Served {
   close(): Promise<void>;
 }
 
-export interface ServeOptions {
+interface ServeOptions {
   /** the app's body limit: an `Expect: 100-continue` request declaring more is answered at once */
   bodyLimitBytes?: number;
   /** bounds of the drain of an unread body (defaults DRAIN_MAX_BYTES, DRAIN_MAX_MS) */
