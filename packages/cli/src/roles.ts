@@ -5,13 +5,14 @@
  * (finishing or releasing its jobs), then the reaper — before the database.
  */
 import { createApp } from '@orch/api/app';
-import { serveApp } from '@orch/api/serve';
+import { PortInUseError, serveApp } from '@orch/api/serve';
 import { createReaper } from '@orch/reaper/reaper';
 import { createAgent } from '@orch/shared/agents/index';
 import type { Logger } from '@orch/shared/runtime/logger';
 import type { Runtime } from '@orch/shared/runtime/process-runtime';
 import { createTracker } from '@orch/shared/tracker/index';
 import { createWorker } from '@orch/worker/worker';
+import { CliError } from './context.ts';
 import { startTrackerLoops } from './tracker-loops.ts';
 
 export interface RoleOptions {
@@ -37,7 +38,11 @@ export const ROLES = {
     async start(rt, log, opts) {
       const { api } = rt.svc.config;
       const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config, { db: rt.svc.db, log: rt.svc.log }) });
-      const server = await serveApp(app, opts.port ?? api.port, api.host);
+      const port = opts.port ?? api.port;
+      const server = await serveApp(app, port, api.host, { bodyLimitBytes: api.bodyLimitBytes }).catch((err: Error) => {
+        if (err instanceof PortInUseError) throw new CliError(`${err.message}: stop what holds it, or set ORCH_API_PORT (or --port) to a free port`);
+        throw err;
+      });
       log.info({ port: server.port, host: api.host }, 'api listening');
       opts.onListening?.(`http://${api.host}:${server.port}`);
       return () => server.close();

@@ -4,6 +4,7 @@ import { configCommand } from './config.ts';
 import { migrateCommand } from './migrate.ts';
 import { logsCommand, statusCommand, stopCommand } from './operate.ts';
 import { projectCommand } from './project.ts';
+import { dbCommand, psqlCommand } from './psql.ts';
 import { apiCommand, reaperCommand, workerCommand } from './roles.ts';
 import { taskCommand, tasksCommand } from './task.ts';
 import { upCommand } from './up.ts';
@@ -12,7 +13,7 @@ const registry = buildRegistry([
   { title: 'processes', specs: { up: upCommand, api: apiCommand, worker: workerCommand, reaper: reaperCommand, migrate: migrateCommand } },
   {
     title: 'operations',
-    specs: { project: projectCommand, task: taskCommand, tasks: tasksCommand, stop: stopCommand, status: statusCommand, logs: logsCommand, config: configCommand },
+    specs: { project: projectCommand, task: taskCommand, tasks: tasksCommand, stop: stopCommand, status: statusCommand, logs: logsCommand, psql: psqlCommand, db: dbCommand, config: configCommand },
   },
 ]);
 

@@ -9,7 +9,7 @@ import { listProjects } from '@orch/shared/db/queries/projects';
 import { git } from '@orch/shared/host/git';
 import { addProject } from '@orch/shared/pipeline/projects';
 import { openRuntime } from '@orch/shared/runtime/process-runtime';
-import { config, logger, untilSignal } from '../context.ts';
+import { config, logger, redactedUrl, untilSignal } from '../context.ts';
 import { startEmbeddedPostgres } from '../embedded-postgres.ts';
 import { PORT_OPTION, type CommandSpec } from '../registry.ts';
 import { ROLES } from '../roles.ts';
@@ -48,38 +48,54 @@ export const upCommand: CommandSpec = {
     const log = logger(cfg, 'orch');
     const say = (s: string) => process.stderr.write(`orch up: ${s}\n`);
     let stopPg = async () => {};
-    let url = cfg.databaseUrl;
-    if (!url) {
-      say(`starting embedded Postgres (data: ${path.join(cfg.home, 'pgdata')}, port ${cfg.embeddedPgPort}) ...`);
-      const pgDb = await startEmbeddedPostgres(cfg.home, cfg.embeddedPgPort, say);
-      url = pgDb.url;
-      stopPg = pgDb.stop;
-      say(pgDb.reused ? 'embedded Postgres already running; reusing it' : 'embedded Postgres ready');
+    try {
+      let url = cfg.databaseUrl;
+      if (!url) {
+        say(`starting embedded Postgres (data: ${path.join(cfg.home, 'pgdata')}, port ${cfg.embeddedPgPort}) ...`);
+        const pgDb = await startEmbeddedPostgres(cfg.home, cfg.embeddedPgPort, say);
+        url = pgDb.url;
+        stopPg = pgDb.stop;
+        say(pgDb.reused ? 'embedded Postgres already running; reusing it' : 'embedded Postgres ready');
+        say(`database: ${url}   (psql on it: ./orch psql)`);
+      } else {
+        say(`database: ${redactedUrl(url)} (DATABASE_URL)`);
+      }
+      const applied = await migrate(url);
+      say(applied.length ? `migrations applied: ${applied.join(', ')}` : 'schema is current');
+      const rt = await openRuntime(cfg, url, log, { applicationName: 'orch-up', superviseBoss: true });
+      // every role that started stops, in start order, before the runtime closes — also when a
+      // later one cannot start (a port in use)
+      const stops: Array<() => Promise<void>> = [];
+      const stopAll = async () => {
+        for (const stop of stops) await stop();
+        await rt.close();
+      };
+      try {
+        if ((await listProjects(rt.svc.db)).length === 0) {
+          const repo = await ensureDemoRepo(cfg.home);
+          await addProject(rt.svc.db, { slug: 'demo', repo, base: 'main' });
+          say(`created project "demo" on local repo ${repo}`);
+        }
+        for (const role of Object.values(ROLES)) {
+          stops.push(
+            await role.start(rt, log, {
+              port: values.port ? Number(values.port) : undefined,
+              onListening: (base) => say(`api on ${base} (queue: ${base}/queue, tasks: ${base}/tasks)`),
+            }),
+          );
+        }
+      } catch (err) {
+        await stopAll();
+        throw err;
+      }
+      say(`agent: ${cfg.agent.kind}; worktrees: ${cfg.worktreeRoot}`);
+      say('add a task:  ./orch task add --project demo "Say hello"   ·   watch: ./orch status');
+      const sig = await signalled;
+      say(`${sig}: stopping (running jobs get ${cfg.workerShutdownS}s to finish)`);
+      await stopAll();
+      return 0;
+    } finally {
+      await stopPg(); // last: nothing of orch's uses the database any more
     }
-    const applied = await migrate(url);
-    say(applied.length ? `migrations applied: ${applied.join(', ')}` : 'schema is current');
-    const rt = await openRuntime(cfg, url, log, { applicationName: 'orch-up', superviseBoss: true });
-    if ((await listProjects(rt.svc.db)).length === 0) {
-      const repo = await ensureDemoRepo(cfg.home);
-      await addProject(rt.svc.db, { slug: 'demo', repo, base: 'main' });
-      say(`created project "demo" on local repo ${repo}`);
-    }
-    const stops: Array<() => Promise<void>> = [];
-    for (const role of Object.values(ROLES)) {
-      stops.push(
-        await role.start(rt, log, {
-          port: values.port ? Number(values.port) : undefined,
-          onListening: (base) => say(`api on ${base} (queue: ${base}/queue, tasks: ${base}/tasks)`),
-        }),
-      );
-    }
-    say(`agent: ${cfg.agent.kind}; worktrees: ${cfg.worktreeRoot}`);
-    say('add a task:  ./orch task add --project demo "Say hello"   ·   watch: ./orch status');
-    const sig = await signalled;
-    say(`${sig}: stopping (running jobs get ${cfg.workerShutdownS}s to finish)`);
-    for (const stop of stops) await stop();
-    await rt.close();
-    await stopPg();
-    return 0;
   },
 };

@@ -306,6 +306,21 @@ export function createGiteaForge(opts: GiteaForgeOptions): Forge {
     },
 
     /**
+     * Contained: the compare API `base...head` (commits on head that base lacks) lists none. Gitea
+     * does not name the commit that brought head in, so the answer is the PR's merge commit when
+     * Gitea marked it merged, else base's tip.
+     */
+    async mergedOnBase(pr: PullRequest): Promise<string | null> {
+      if (pr.state === 'merged' && pr.mergedSha) return pr.mergedSha;
+      const op = `compare ${pr.base}...${pr.head}`;
+      const cmp = await call(op, r.repoCompareDiff(owner, repo, `${pathSegment(pr.base)}...${pathSegment(pr.head)}`));
+      if (cmp.status === 404) return null; // a branch is gone
+      if (cmp.status !== 200) return unexpected(op, cmp);
+      if ((cmp.data?.total_commits ?? cmp.data?.commits?.length ?? 0) > 0) return null;
+      return branchSha(pr.base);
+    },
+
+    /**
      * "Behind" is decided with the compare API (`head...base`: commits on base that head lacks),
      * computed synchronously from git, rather than from the PR's `merge_base`, which Gitea
      * refreshes asynchronously.

@@ -112,6 +112,27 @@ export function createLocalForge(opts: { db: DbOrTx; projectId: number; remoteUr
       return pr;
     },
 
+    async mergedOnBase(pr): Promise<string | null> {
+      const row = await getPullRequestRow(db, projectId, pr.number);
+      if (!row) return null;
+      if (row.state === 'merged') return row.merged_sha;
+      const head = await lsRemote(row.head);
+      if (!head) return null;
+      const sha = await scratch(row.base, async (dir) => {
+        await git(['fetch', '--quiet', 'origin', `refs/heads/${row.head}:refs/remotes/origin/${row.head}`], { cwd: dir });
+        if (!(await isAncestor(dir, head, 'HEAD'))) return null;
+        // base's first-parent line down to the first commit that contains head: the merge commit,
+        // or head itself when base was fast-forwarded onto it
+        const line = (await git(['rev-list', '--first-parent', '--ancestry-path', `${head}..HEAD`], { cwd: dir })).stdout;
+        const oldest = line ? line.split('\n').at(-1)! : null;
+        if (!oldest) return head;
+        const firstParent = (await git(['rev-parse', `${oldest}^1`], { cwd: dir })).stdout;
+        return firstParent === head ? head : oldest;
+      });
+      if (sha) await markPullRequestMerged(db, row.id, sha);
+      return sha;
+    },
+
     async updateBranch(pr): Promise<UpdateBranchResult> {
       return scratch(pr.head, async (dir) => {
         await git(['fetch', '--quiet', 'origin', `refs/heads/${pr.base}:refs/remotes/origin/${pr.base}`], { cwd: dir });

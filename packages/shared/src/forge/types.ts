@@ -63,6 +63,16 @@ export interface Forge {
   /** Open a pull request, or return the open one for the same head (Gitea answers 409). */
   ensurePullRequest(input: OpenPullRequest): Promise<PullRequest>;
   getPullRequest(number: number): Promise<PullRequest | null>;
+  /**
+   * The merge already on base, if the pull request's head is contained in base (an ancestor of
+   * it): the sha of the commit that brought it in (the base tip where the forge cannot tell);
+   * `null` when head is not on base (or is gone). A head reaches base without the merge being
+   * recorded when the merging worker dies after the forge's push, or when someone merges by
+   * hand. The merge step asks this before any branch update: merging base into such a head would
+   * make it new again and merge it a second time. The local forge, which keeps pull requests in
+   * Postgres, also marks the pull request merged.
+   */
+  mergedOnBase(pr: PullRequest): Promise<string | null>;
   /** Merge base into head if head is behind (never a force-push); up to date → `up_to_date`. */
   updateBranch(pr: PullRequest): Promise<UpdateBranchResult>;
   /** Merge the pull request, only if head is still `headSha`. */

@@ -1,9 +1,11 @@
 /**
  * The merge step: one merge per project at a time, under a session advisory lock held by a
  * dedicated connection of this worker (it dies with the session, so a crashed worker never
- * keeps it). Idempotent on re-drive: a merged PR is recorded as merged (`pr_already_merged`),
- * an up-to-date branch skips the update. Never force-pushes; base only moves through the
- * forge's merge. The merge call itself is the critical window: a cancel waits for it.
+ * keeps it). Idempotent on re-drive: a merged PR, or one whose head is already contained in
+ * base (the merge landed but was never recorded), is recorded as merged (`pr_already_merged`)
+ * before any branch update; an up-to-date branch skips the update. Never force-pushes; base only
+ * moves through the forge's merge. The merge call itself is the critical window: a cancel waits
+ * for it.
  */
 import { releaseMergeLock, tryMergeLock } from '@orch/shared/db/queries/advisory-locks';
 import { appendEvent } from '@orch/shared/db/queries/events';
@@ -53,6 +55,23 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       if (pr.state === 'merged') {
         await recordMergedSha(svc.db, task.id, pr.mergedSha);
         await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'pr_already_merged', actor, data: { pr: pr.number, sha: pr.mergedSha } });
+        return { criticalStepRan: true };
+      }
+
+      // Before any branch update: a head already on base was merged — by a worker that died after
+      // the forge's push, before recording it, or by hand. Updating it would merge it twice.
+      const onBase = await forge.mergedOnBase(pr);
+      if (onBase) {
+        await recordMergedSha(svc.db, task.id, onBase);
+        await appendEvent(svc.db, {
+          taskId: task.id,
+          jobId: job.id,
+          kind: 'pr_already_merged',
+          actor,
+          reason: 'head_on_base',
+          data: { pr: pr.number, sha: onBase },
+        });
+        log.info({ sha: onBase, pr: pr.number }, 'pull request head already on base: recorded as merged');
         return { criticalStepRan: true };
       }
 
