@@ -69,7 +69,9 @@ const components = {
         host: nullable({ type: 'string' }),
         started_at: nullable(timestamp),
         finished_at: nullable(timestamp),
-        reason: nullable({ type: 'string' }),
+        reason: { description: 'stable machine code of the outcome (tests_failed_exit_1, agent_auth, stalled, …)', ...nullable({ type: 'string' }) },
+        detail: { description: "the failure in words: the agent's error, the gate's verdict, the budget or stall with its figure", ...nullable({ type: 'string' }) },
+        failure_class: { description: 'config: blocked at once; transient: retried after a backoff; agent: retried with the failure in the next prompt', ...nullable({ type: 'string', enum: ['config', 'transient', 'agent'] }) },
       },
     },
     Project: {

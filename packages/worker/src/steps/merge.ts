@@ -10,7 +10,10 @@ import { appendEvent } from '@orch/shared/db/queries/events';
 import { clearLease, recordLease } from '@orch/shared/db/queries/merge-leases';
 import { enterCriticalWindow, getTask, leaveCriticalWindow, recordMergedSha, setTaskPullRequest } from '@orch/shared/db/queries/tasks';
 import type { PullRequest } from '@orch/shared/forge/types';
-import { StepStopped, type Step } from '../job-handle.ts';
+import type { MergeConflict } from '@orch/shared/gates/index';
+import { conflictingFiles, syncMirror, type ProjectRepo } from '@orch/shared/host/git';
+import type { Logger } from '@orch/shared/runtime/logger';
+import { StepStopped, type Step, type StepInput } from '../job-handle.ts';
 
 const LOCK_POLL_MS = 200;
 const MAX_OUT_OF_DATE_RETRIES = 3;
@@ -47,7 +50,7 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       }
 
       const upd = await forge.updateBranch(pr);
-      if (upd.kind === 'conflict') return { report: { mergeConflict: upd.message } };
+      if (upd.kind === 'conflict') return { report: { mergeConflict: await describeConflict(svc.config.worktreeRoot, s, pr, upd.message, log) } };
       if (upd.kind === 'updated') {
         await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_updated', actor, data: { sha: upd.sha } });
         pr = (await forge.getPullRequest(pr.number))!;
@@ -84,13 +87,13 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       }
       await leaveCriticalWindow(svc.db, task.id);
       rj.critical = false;
-      if (result.kind === 'conflict') return { report: { mergeConflict: result.message } };
+      if (result.kind === 'conflict') return { report: { mergeConflict: await describeConflict(svc.config.worktreeRoot, s, pr, result.message, log) } };
       if (result.kind === 'out_of_date' && round < MAX_OUT_OF_DATE_RETRIES) {
         log.info({ message: result.message }, 'merge out of date; updating and retrying');
         continue;
       }
       await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'merge_refused', actor, reason: result.kind, data: { message: result.message } });
-      return {};
+      return { report: { mergeRefused: `${result.kind}: ${result.message}` } };
     }
   } finally {
     if (locked) {
@@ -100,3 +103,15 @@ export const mergeStep: Step = async (ctx, rj, s) => {
     client.release();
   }
 };
+
+/** The conflict with the files it touches, for the next implementation's prompt (the mirror is re-fetched first). */
+async function describeConflict(root: string, s: StepInput, pr: PullRequest, message: string, log: Logger): Promise<MergeConflict> {
+  let files: string[] = [];
+  try {
+    const repo: ProjectRepo = await syncMirror(root, s.project.slug, s.forge.remoteUrl);
+    files = await conflictingFiles(repo, pr.head, pr.base);
+  } catch (err) {
+    log.warn({ err }, 'could not list the conflicting files');
+  }
+  return { message, files, base: pr.base, head: pr.head };
+}
