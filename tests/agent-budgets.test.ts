@@ -7,7 +7,6 @@
  * only prints reconnect notices. Each records its reason with the figure.
  */
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAgent } from '@orch/shared/agents/index';
 import { ConfigError, loadConfig } from '@orch/shared/runtime/config';
@@ -15,9 +14,8 @@ import { getJobRun } from '@orch/shared/db/queries/agent-runs';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { ROOT, startOrch, tempDir, waitFor, type Orch } from './support/harness.ts';
-
-const FAKE = (kind: 'claude' | 'codex') => path.join(ROOT, 'tests', 'fixtures', 'bin', kind);
+import { fakeBin as makeFakeBin, type FakeBin } from './support/fake-agents.ts';
+import { startOrch, tempDir, waitFor, type Orch } from './support/harness.ts';
 
 let orch: Orch | undefined;
 let dir: string | undefined;
@@ -28,22 +26,9 @@ afterEach(async () => {
   dir = undefined;
 });
 
-/**
- * An agent executable: a shell wrapper that sets the fake's variables (in-process workers share
- * process.env, so they are set here rather than there), starts a long-lived child in the same
- * process group (it must die with the agent), and execs the fake.
- */
-async function fakeBin(kind: 'claude' | 'codex', scenario: unknown, vars: Record<string, string> = {}): Promise<{ bin: string; childPidFile: string; argvFile: string }> {
+async function fakeBin(kind: 'claude' | 'codex', scenario: unknown, vars: Record<string, string> = {}): Promise<FakeBin> {
   dir ??= await tempDir('orch-agent-budgets-');
-  const bin = path.join(dir, `${kind}-${Math.random().toString(36).slice(2)}`);
-  const childPidFile = `${bin}.child`;
-  const argvFile = `${bin}.argv`;
-  await fs.writeFile(`${bin}.json`, JSON.stringify(scenario));
-  const exports = Object.entries({ FAKE_SCENARIO: `${bin}.json`, FAKE_AGENT_ARGV_FILE: argvFile, ...vars })
-    .map(([k, v]) => `export ${k}='${v}'`)
-    .join('\n');
-  await fs.writeFile(bin, `#!/bin/sh\n${exports}\nsleep 300 &\necho $! > '${childPidFile}'\nexec '${process.execPath}' '${FAKE(kind)}' "$@"\n`, { mode: 0o755 });
-  return { bin, childPidFile, argvFile };
+  return makeFakeBin(dir, kind, scenario, vars);
 }
 
 const alive = (pid: number): boolean => {

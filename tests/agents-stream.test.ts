@@ -103,7 +103,7 @@ describe('claude stream parser', () => {
     expect(effects).toEqual([true, true, true]);
     expect(p.usage()).toMatchObject({ final: true, error: 'Not logged in · Please run /login', errorCode: 'authentication_failed', result: 'Not logged in · Please run /login' });
     const kinds = p.transcript().map((e) => e.kind);
-    expect(kinds).toEqual(['start', 'error', 'error']);
+    expect(kinds).toEqual(['start', 'error']); // the result's text repeats the synthetic message: once
     expect(formatTranscript(p.transcript())).toContain('✗ Not logged in · Please run /login');
   });
 

@@ -91,6 +91,8 @@ describe('failure classification over real CLI output', () => {
     const plain = classifyAgentRun({ agent: 'command', exitCode: 3, signal: null, errorCode: null, error: null, lastMessage: null, tail: 'line 1: error 502 in parser\nboom\n' });
     expect(plain).toMatchObject({ code: 'agent_exit_3', class: 'agent' });
     expect(plain.detail).toContain('boom');
+    const network = classifyAgentRun({ agent: 'command', exitCode: 1, signal: null, errorCode: null, error: null, lastMessage: null, tail: 'fetch failed: read ECONNRESET\n' });
+    expect(network).toMatchObject({ code: 'agent_transient', class: 'transient' });
     const killed = classifyAgentRun({ agent: 'claude', exitCode: 137, signal: 'SIGKILL', errorCode: null, error: null, lastMessage: null, tail: '' });
     expect(killed).toMatchObject({ code: 'agent_killed', class: 'transient' });
   });

@@ -101,6 +101,12 @@ function indentRest(text: string, indent: string): string {
 export function eventText(e: Pick<TaskEvent, 'kind' | 'reason' | 'data'>): string {
   const d = (e.data ?? {}) as { from?: unknown; to?: unknown; detail?: unknown };
   const move = typeof d.from === 'string' && typeof d.to === 'string' ? ` ${d.from} → ${d.to}` : '';
-  const detail = typeof d.detail === 'string' && d.detail && !(e.reason ?? '').includes(d.detail) ? ` — ${d.detail.split('\n')[0]}` : '';
-  return `${e.kind}${move}${e.reason ? ` (${e.reason.split('\n')[0]})` : ''}${detail}`;
+  const detail = typeof d.detail === 'string' && d.detail && !(e.reason ?? '').includes(d.detail) ? ` — ${oneLine(d.detail)}` : '';
+  return `${e.kind}${move}${e.reason ? ` (${oneLine(e.reason)})` : ''}${detail}`;
+}
+
+/** The first line of a text, at most `max` characters (`orch task show` prints the whole of it once). */
+function oneLine(text: string, max = 160): string {
+  const first = text.split('\n')[0]!;
+  return first.length > max ? `${first.slice(0, max - 1)}…` : first;
 }

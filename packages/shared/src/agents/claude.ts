@@ -139,7 +139,7 @@ export function createClaudeAdapter(opts: ClaudeAdapterOptions = {}): AgentAdapt
     },
     loginHint(): string {
       const dir = opts.home ? `CLAUDE_CONFIG_DIR=${opts.home} ` : '';
-      return `log claude in on this host as orch runs it: \`${dir}${bin} /login\` (or \`${dir}${bin} setup-token\`), or give the worker ANTHROPIC_API_KEY; ORCH_CLAUDE_BIN names the binary`;
+      return `log in as orch runs claude, on this host: \`${dir}${bin} /login\` (or \`setup-token\`), or give the worker ANTHROPIC_API_KEY; ORCH_CLAUDE_BIN names the binary`;
     },
   };
 }
@@ -290,7 +290,9 @@ export function createClaudeStreamParser(opts: { baseline?: UsageBaseline | null
     } else if (ev.is_error === true) {
       error = result ?? (errors.length > 0 ? errors.join('; ') : 'claude reported an error');
       errorCode = errorCode ?? (str(ev.api_error) ?? str(ev.terminal_reason) ?? 'is_error');
-      transcript.add('error', error);
+      // the synthetic message before it usually said the same
+      const last = transcript.entries().at(-1);
+      if (!(last?.kind === 'error' && last.text === error.trim())) transcript.add('error', error);
     } else {
       error = null;
       errorCode = null;

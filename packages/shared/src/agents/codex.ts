@@ -88,7 +88,7 @@ export function createCodexAdapter(opts: CodexAdapterOptions = {}): AgentAdapter
     },
     loginHint(): string {
       const dir = opts.home ? `CODEX_HOME=${opts.home} ` : '';
-      return `log codex in on this host as orch runs it: \`${dir}${bin} login\` (or \`printenv OPENAI_API_KEY | ${dir}${bin} login --with-api-key\`); ORCH_CODEX_BIN names the binary`;
+      return `log in as orch runs codex, on this host: \`${dir}${bin} login\` (or \`printenv OPENAI_API_KEY | ${dir}${bin} login --with-api-key\`); ORCH_CODEX_BIN names the binary`;
     },
   };
 }

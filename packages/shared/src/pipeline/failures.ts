@@ -158,7 +158,8 @@ const STOPS: Readonly<Record<StopCause, { class: FailureClass; words: string }>>
   agent_timeout: { class: 'agent', words: 'the agent ran out of time (ORCH_AGENT_TIMEOUT_S)' },
   budget_exceeded: { class: 'agent', words: 'the agent ran over its budget' },
   dead_owner: { class: 'transient', words: 'the worker running the job died (its heartbeat stopped)' },
-  max_running: { class: 'agent', words: 'the job ran longer than ORCH_REAPER_MAX_RUNNING_S' },
+  // the reaper's backstop, not a verdict on the agent (whose own clock is ORCH_AGENT_TIMEOUT_S)
+  max_running: { class: 'transient', words: 'the job ran longer than ORCH_REAPER_MAX_RUNNING_S' },
   worker_shutdown: { class: 'transient', words: 'the worker was shut down while the job ran' },
   worker_error: { class: 'transient', words: 'orch failed while running the job' },
 };

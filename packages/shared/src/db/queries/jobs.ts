@@ -39,7 +39,7 @@ export async function previousFinishedJob(db: DbOrTx, taskId: number, beforeJobI
     .selectAll()
     .where('task_id', '=', taskId)
     .where('id', '<', beforeJobId)
-    .where('status', 'in', ['done', 'failed'])
+    .where('finished_at', 'is not', null)
     .orderBy('id', 'desc')
     .limit(1)
     .executeTakeFirst();
