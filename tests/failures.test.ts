@@ -4,16 +4,19 @@
  * retry decision by class, the price table, the run monitor's budgets and stall watchdog, and the
  * prompt section that tells the next attempt why the last one failed.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createClaudeAdapter, createClaudeStreamParser } from '@orch/shared/agents/claude';
 import { createCodexAdapter, createCodexStreamParser } from '@orch/shared/agents/codex';
 import { createRunMonitor, runCost } from '@orch/shared/agents/monitor';
-import { DEFAULT_PRICE_TABLE, estimateCost, parsePrices, priceOf, priceTable } from '@orch/shared/agents/prices';
+import { DEFAULT_PRICE_TABLE, DEFAULT_PRICES, FALLBACK_PRICE, estimateCost, parsePrices, priceOf, priceTable } from '@orch/shared/agents/prices';
 import type { AgentStreamParser } from '@orch/shared/agents/types';
 import { deployVerdict, exitVerdict, implementationVerdict, stepOutcome } from '@orch/shared/gates/verdicts';
 import { classifyAgentRun, failureText, stopFailure, type FailureClass } from '@orch/shared/pipeline/failures';
 import { decideAfterAbort, decideAfterGate, retryOrBlock, type AfterGateInput } from '@orch/shared/pipeline/transitions';
-import { previousFailureSection } from '@orch/shared/prompts';
+import { PROMPT_VARIABLES, previousFailureSection } from '@orch/shared/prompts';
+import { ROOT } from './support/harness.ts';
 import { loadFixture } from './support/real-cli.ts';
 
 const HOME = '/srv/orch/agent-home';
@@ -196,6 +199,11 @@ describe('prices', () => {
     expect(e.usd).toBeCloseTo(3 + 1.5 + 0.3, 6);
     expect(e.fallbackModels).toEqual(['mystery']);
   });
+
+  it('docs/agents.md documents the built-in table as it is', () => {
+    const doc = fs.readFileSync(path.join(ROOT, 'docs', 'agents.md'), 'utf8');
+    for (const p of [...DEFAULT_PRICES, FALLBACK_PRICE]) expect(doc).toContain(`| \`${p.pattern}\` | ${p.input} | ${p.output} | ${p.cacheRead} | ${p.cacheWrite} |`);
+  });
 });
 
 describe('run monitor', () => {
@@ -292,5 +300,9 @@ describe('the next prompt says why the last attempt failed', () => {
     expect(s).toContain('`a.txt`');
     expect(previousFailureSection({ stage: 'review', attempt: 1, reason: 'changes_requested', detail: 'x' })).toBe('');
     expect(previousFailureSection(null)).toBe('');
+  });
+  it('the README documents every template variable', () => {
+    const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    for (const v of Object.keys(PROMPT_VARIABLES)) expect(readme).toContain(`{{${v}}}`);
   });
 });

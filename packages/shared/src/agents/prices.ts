@@ -8,7 +8,8 @@
  *   `claude-opus-*=5/25,gpt-6*=2/12,*=3/15`
  * A pattern is a model id with `*` wildcards; the first match wins; `*` alone replaces the
  * fallback. A model that matches nothing is priced at the fallback, and the estimate says so.
- * Cache prices default to 10% (read) and 125% (write) of the input price.
+ * Cache prices default to 10% (read) and 125% (write) of the input price. The table is also in
+ * docs/agents.md (a test compares them).
  */
 import type { TokenCounts } from './types.ts';
 
@@ -41,13 +42,14 @@ export const DEFAULT_PRICES: readonly Price[] = [
   price('claude-3-5-sonnet*', 3, 15),
   price('claude-haiku-*', 1, 5),
   price('claude-3-5-haiku*', 0.8, 4),
-  price('gpt-5-nano*', 0.05, 0.4, 0.005),
-  price('gpt-5-mini*', 0.25, 2, 0.025),
-  price('gpt-5*', 1.25, 10, 0.125),
-  price('codex-mini*', 1.5, 6, 0.375),
-  price('o4-mini*', 1.1, 4.4, 0.275),
-  price('o3*', 2, 8, 0.5),
-  price('gpt-4.1*', 2, 8, 0.5),
+  // OpenAI: cached input at its own price, no premium for writing the cache
+  price('gpt-5-nano*', 0.05, 0.4, 0.005, 0.05),
+  price('gpt-5-mini*', 0.25, 2, 0.025, 0.25),
+  price('gpt-5*', 1.25, 10, 0.125, 1.25),
+  price('codex-mini*', 1.5, 6, 0.375, 1.5),
+  price('o4-mini*', 1.1, 4.4, 0.275, 1.1),
+  price('o3*', 2, 8, 0.5, 2),
+  price('gpt-4.1*', 2, 8, 0.5, 2),
 ];
 
 /**

@@ -35,8 +35,11 @@ export function createTranscript(now: () => number = Date.now, max = TRANSCRIPT_
   let n = 0;
   return {
     add(kind, text, opts = {}) {
-      const t = clip(kind === 'output' ? firstLines(text, MAX_OUTPUT_LINES) : text.trim());
-      if (t === '' && kind !== 'output') return;
+      let t = clip(kind === 'output' ? firstLines(text, MAX_OUTPUT_LINES) : text.trim());
+      if (t.trim() === '') {
+        if (kind !== 'output') return;
+        t = '(no output)';
+      }
       const e: TranscriptEntry = { n: n++, at: Math.max(0, now() - start), kind, text: t };
       if (opts.failed) e.failed = true;
       list.push(e);
