@@ -123,7 +123,7 @@ describe('agent budgets', () => {
     const { o, task, job, run } = await runOne({ ORCH_AGENT: 'codex', ORCH_CODEX_BIN: fake.bin, ORCH_AGENT_STALL_S: '2', ORCH_JOB_MAX_ATTEMPTS: '2', ORCH_RETRY_BACKOFF_BASE_S: '30' });
     expect(Date.now() - started).toBeLessThan(15_000);
     expect(job).toMatchObject({ status: 'failed', reason: 'stalled', failure_class: 'transient' });
-    expect(job.detail).toMatch(/no progress .* for [23] s, ORCH_AGENT_STALL_S=2; its last line: .*waiting for network/);
+    expect(job.detail).toMatch(/no progress .* for \d+ s, ORCH_AGENT_STALL_S=2; its last line: .*waiting for network/);
     expect(run.transcript.filter((e) => e.kind === 'retry').map((e) => e.text).at(-1)).toContain('waiting for network');
     await groupGone(fake, run.pid!);
     // retried after the backoff (30 s), not at once

@@ -254,6 +254,18 @@ describe('run monitor', () => {
     expect(m.usage().tokensEstimated).toBe(true);
   });
 
+  it('a cost budget works for codex too: its text-based estimate, priced (at the fallback without a known model)', () => {
+    const m = createRunMonitor(createCodexStreamParser({ promptChars: 40_000 }), { ...limits, maxCostUsd: 0.1 }, 0);
+    const item = (i: number) => JSON.stringify({ type: 'item.completed', item: { id: `item_${i}`, type: 'agent_message', text: 'y'.repeat(4000) } });
+    const stops = [0, 1, 2, 3].map((i) => m.onLine(item(i), i));
+    const stop = stops.find(Boolean);
+    expect(stop?.reason).toBe('budget_exceeded');
+    expect(stop?.detail).toContain('codex-default-model priced at the fallback price');
+    const known = createRunMonitor(createCodexStreamParser({ model: 'gpt-5-codex', promptChars: 40_000 }), { ...limits, maxCostUsd: 0.1 }, 0);
+    expect([0, 1, 2, 3].map((i) => known.onLine(item(i), i)).every((x) => x === null)).toBe(true);
+    expect(known.cost()).toMatchObject({ source: 'estimated' });
+  });
+
   it('stall: progress resets the clock; retry notices, warnings and identical reconnect lines do not', () => {
     const offline = loadFixture('codex-offline').stdout;
     const m = createRunMonitor(createCodexStreamParser(), { ...limits, stallS: 5 }, 0);

@@ -266,16 +266,16 @@ export function createClaudeStreamParser(opts: { baseline?: UsageBaseline | null
 
   function onResult(ev: Json): void {
     final = true;
-    const cost = num(ev.total_cost_usd);
+    // `modelUsage` (every model, subagents included) is cumulative for the session, like the
+    // cost; `usage` is this query's main loop only, the fallback when modelUsage is empty
     const fromModels = modelUsageOf(ev.modelUsage);
-    const counts = fromModels ? totalsOf(fromModels) : (() => {
-      const c = countsOf(ev.usage);
-      return c ? totalsOf({ m: c }) : null;
-    })();
-    // cumulative for the session: this run is what the session reported minus what its earlier runs did
-    const minus = (v: number | null, b: number | undefined) => (v === null ? null : Math.max(0, v - (b ?? 0)));
+    const mainLoop = countsOf(ev.usage);
+    const counts = fromModels ? totalsOf(fromModels) : mainLoop ? totalsOf({ main: mainLoop }) : null;
+    // this run's part: what the session reported minus what its earlier runs did
+    const minus = (v: number, b: number | undefined) => Math.max(0, v - (b ?? 0));
+    const cost = num(ev.total_cost_usd);
     reported = {
-      costUsd: minus(cost, baseline?.costUsd),
+      costUsd: cost === null ? null : minus(cost, baseline?.costUsd),
       tokensIn: counts ? minus(counts.tokensIn, fromModels ? baseline?.tokensIn : 0) : null,
       tokensOut: counts ? minus(counts.tokensOut, fromModels ? baseline?.tokensOut : 0) : null,
     };

@@ -185,7 +185,8 @@ export function createCodexStreamParser(opts: { model?: string; promptChars?: nu
           const changes = Array.isArray(item.changes) ? item.changes.filter(isObject) : [];
           const what = changes.map((c) => `${str(c.kind) ?? 'update'} ${str(c.path) ?? '?'}`).join(', ');
           if (!seenCalls.has(id)) transcript.add('tool', `edit: ${what || '(files)'}`);
-          modelCall(id, what.length * 20);
+          // the stream names the files, not the patch: count a modest patch per file
+          modelCall(id, Math.max(1, changes.length) * 2000);
           if (phase === 'item.completed' && item.status === 'failed') transcript.add('output', 'patch failed', { failed: true });
         }
         return true;
