@@ -99,7 +99,7 @@ export const SETTINGS = {
       stallS: number('ORCH_AGENT_STALL_S', {
         default: 300,
         min: 0,
-        doc: 'An agent that prints no progress (message, tool call or result, item) for this long is stopped as `stalled` and retried after a backoff; retry and reconnect notices do not count, and neither does a silent tool call. 0 = off.',
+        doc: 'An agent that prints no progress (message, tool call or result, item) for this long is stopped as `stalled` and retried after a backoff. Retry and reconnect notices are not progress, and a tool call that prints nothing (a long test run) is none either. 0 = off.',
       }),
       resume: flag('ORCH_AGENT_RESUME', {
         default: false,
@@ -107,7 +107,7 @@ export const SETTINGS = {
       }),
       prices: parsed('ORCH_AGENT_PRICES', {
         type: 'model=in/out[/cache_read[/cache_write]],…',
-        shownDefault: '',
+        shownDefault: 'the built-in table',
         fallback: DEFAULT_PRICE_TABLE,
         parse: (raw) => priceTable(parsePrices(raw)),
         show: (t) => describePrices(t),
