@@ -176,6 +176,9 @@ export function sanitize(c: Capture, s: Sandbox): Capture {
     t
       .split(s.dir)
       .join('/srv/orch-fixture')
+      // claude names its project dirs after the cwd with every "/" (and ".") a "-"
+      .split(s.dir.replace(/[^A-Za-z0-9]/g, '-'))
+      .join('-srv-orch-fixture')
       .split(path.dirname(process.execPath))
       .join('/usr/local/bin')
       .replace(/\/tmp\//g, '/srv/tmp/');
