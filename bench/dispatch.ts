@@ -121,7 +121,7 @@ async function componentTimings(n = 40): Promise<string[][]> {
       await fs.mkdir(path.join(dir, 'artefacts'), { recursive: true });
       await latestStageArtefact(db, tk.id, 'analysis');
       await latestStageArtefact(db, tk.id, 'review');
-      await fs.writeFile(path.join(dir, 'prompt.md'), await renderPrompt('analysis', { task_id: tk.id, title: tk.title }));
+      await fs.writeFile(path.join(dir, 'prompt.md'), (await renderPrompt('analysis', { task_id: tk.id, title: tk.title })).text);
       rest.push(nowMs() - t);
     }
     return [

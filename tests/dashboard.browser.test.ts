@@ -16,7 +16,9 @@ import { serveApp, type Served } from '@orch/api/serve';
 import { loadConfig } from '@orch/shared/runtime/config';
 import { getTask } from '@orch/shared/db/queries/tasks';
 import { createTask } from '@orch/shared/pipeline/tasks';
+import { createAgent } from '@orch/shared/agents/index';
 import { startOrch, waitFor, type Orch } from './support/harness.ts';
+import { HAVE_REAL_CLIS, REAL_CLAUDE } from './support/real-cli.ts';
 
 // page.evaluate bodies run in the browser; the tests compile without the DOM lib
 interface Canvas2d {
@@ -235,4 +237,39 @@ describe('dashboard in Chromium', () => {
     expect(t?.stage).toBe('analysis');
     await page.close();
   });
+
+  it.skipIf(!HAVE_CHROMIUM || !HAVE_REAL_CLIS || Boolean(process.env.ANTHROPIC_API_KEY))(
+    'a task the real, unauthenticated claude could not run: blocked after one attempt, "Not logged in" and the hint in the task view, its transcript not raw JSON',
+    async () => {
+      const o = await startOrch({ env: { ORCH_AGENT: 'claude', ORCH_CLAUDE_BIN: REAL_CLAUDE } });
+      try {
+        await o.worker({ agent: await createAgent(loadConfig(o.env)) });
+        const app = createApp({ db: o.rt.svc.db, boss: o.rt.svc.boss, config: o.config, log: o.log });
+        const s = await serveApp(app, 0, '127.0.0.1');
+        servers.push(s);
+        const t = await createTask(o.rt.svc, { project: 'p', title: 'needs a login' }, 'test');
+        await waitFor(async () => (await getTask(o.rt.svc.db, t.id))?.blocked_at, 30_000, 'task blocked');
+        const page = await browser!.newPage({ viewport: { width: 1400, height: 900 } });
+        await page.goto(`http://127.0.0.1:${s.port}`);
+        await page.waitForSelector(`${card('analysis', t.id)} .tag.blocked`, { timeout: 10_000 });
+        expect(await page.textContent(`${card('analysis', t.id)} .tag.blocked`)).toContain('blocked: agent_auth — claude: Not logged in');
+        await page.click(`${card('analysis', t.id)} .title`);
+        await page.waitForSelector('#blocked-reason');
+        const reason = await page.textContent('#blocked-reason');
+        expect(reason).toContain('Not logged in · Please run /login');
+        expect(reason).toContain('/login');
+        expect(reason).toContain('ANTHROPIC_API_KEY');
+        expect(await shownAt(page, '#blocked-reason')).toBe(true);
+        const why = await page.textContent('#detail .why:not(#blocked-reason)');
+        expect(why).toContain('analysis #1 failed (config): agent_auth');
+        const transcript = await page.textContent('#detail details.run .transcript');
+        expect(transcript).toContain('✗ Not logged in · Please run /login');
+        expect(transcript).not.toContain('{"type"');
+        await page.close();
+      } finally {
+        await o.close();
+      }
+    },
+    60_000,
+  );
 });

@@ -29,7 +29,7 @@ describe('quality gates', () => {
     const task = await createTask(orch.rt.svc, { project: 'p', title: 'lazy' }, 'test');
     const t = await blocked(orch, task.id);
     expect(t.stage).toBe('analysis');
-    expect(t.blocked_reason).toBe('attempts_exhausted: no_analysis_artefact');
+    expect(t.blocked_reason).toBe('attempts_exhausted: no_analysis_artefact — analysis gate: the agent exited 0 but wrote no analysis ($ORCH_ARTEFACT_DIR/analysis.md is missing or empty).');
     const jobs = await listTaskJobs(orch.rt.svc.db, task.id);
     expect(jobs.map((j) => [j.stage, j.attempt, j.status, j.reason])).toEqual([
       ['analysis', 1, 'failed', 'no_analysis_artefact'],

@@ -117,7 +117,8 @@ describe('STOP of a running agent', () => {
 describe('STOP between steps', () => {
   it('TC-04: STOP between stages (implementation retry queued in backoff) → the queued job is cancelled, never runs', async () => {
     const ctl = await agentControl();
-    await ctl.mode('implementation', 'fail');
+    // a transient failure: retried after the backoff (the agent's own failures retry at once)
+    await ctl.mode('implementation', 'flaky');
     orch = await startOrch({ env: { ...ctl.env, ORCH_RETRY_BACKOFF_BASE_S: '60' } });
     const t = await createTask(orch.rt.svc, { project: 'p', title: 'Between stages' }, 'test');
     const w = await orch.worker();

@@ -70,7 +70,9 @@ describe('decideAfterGate', () => {
     ['pass advances', {}, { job: 'done', reason: null, then: { kind: 'advance', to: 'implementation', reason: 'gate_passed' } }],
     ['merge pass → done without deploy', { stage: 'merge' }, { job: 'done', reason: null, then: { kind: 'advance', to: 'done', reason: 'merged' } }],
     ['merge pass → deploy with deploy', { stage: 'merge', hasDeployCommand: true }, { job: 'done', reason: null, then: { kind: 'advance', to: 'deploy', reason: 'merged' } }],
-    ['fail retries with backoff', { verdict: { verdict: 'fail', reason: 'x' } }, { job: 'failed', reason: 'x', then: { kind: 'retry', attempt: 2, delayS: 10 } }],
+    ['a transient failure retries with backoff', { verdict: { verdict: 'fail', reason: 'x', failure: 'transient' } }, { job: 'failed', reason: 'x', then: { kind: 'retry', attempt: 2, delayS: 10 } }],
+    ["the agent's own failure retries at once", { verdict: { verdict: 'fail', reason: 'x' } }, { job: 'failed', reason: 'x', then: { kind: 'retry', attempt: 2, delayS: 0 } }],
+    ['a configuration failure blocks at once', { verdict: { verdict: 'fail', reason: 'agent_auth', detail: 'not logged in', failure: 'config' } }, { job: 'failed', reason: 'agent_auth', then: { kind: 'block', reason: 'agent_auth — not logged in' } }],
     ['fail on the last attempt blocks', { attempt: 3, verdict: { verdict: 'fail', reason: 'x' } }, { job: 'failed', reason: 'x', then: { kind: 'block', reason: 'attempts_exhausted: x' } }],
     ['review REQUEST_CHANGES sends back, job done', { stage: 'review', verdict: { verdict: 'send_back', reason: 'changes_requested' } }, { job: 'done', reason: 'changes_requested', then: { kind: 'send_back', to: 'implementation', reviewRounds: 1, reason: 'changes_requested' } }],
     ['one send-back too many blocks', { stage: 'review', reviewRounds: 3, verdict: { verdict: 'send_back', reason: 'changes_requested' } }, { job: 'done', reason: 'changes_requested', then: { kind: 'block', reason: 'review_rounds_exhausted' } }],
@@ -96,7 +98,7 @@ describe('decideAfterGate', () => {
 describe('gate verdicts', () => {
   it('review reads the first non-empty line', () => {
     expect(reviewVerdict('VERDICT: APPROVE\nfine')).toEqual({ verdict: 'pass' });
-    expect(reviewVerdict('\n  VERDICT: REQUEST_CHANGES  \nno')).toEqual({ verdict: 'send_back', reason: 'changes_requested' });
+    expect(reviewVerdict('\n  VERDICT: REQUEST_CHANGES  \nno')).toMatchObject({ verdict: 'send_back', reason: 'changes_requested' });
     expect(reviewVerdict('looks good\nVERDICT: APPROVE').verdict).toBe('fail');
     expect(reviewVerdict('').verdict).toBe('fail');
     expect(reviewVerdict(undefined).verdict).toBe('fail');
@@ -108,14 +110,15 @@ describe('gate verdicts', () => {
   it('implementation needs commits ahead and passing tests when a test command is set', () => {
     expect(implementationVerdict({ commitsAhead: 0, testCommand: null, testExitCode: null }).verdict).toBe('fail');
     expect(implementationVerdict({ commitsAhead: 2, testCommand: null, testExitCode: null }).verdict).toBe('pass');
-    expect(implementationVerdict({ commitsAhead: 2, testCommand: 'npm test', testExitCode: null })).toEqual({ verdict: 'fail', reason: 'tests_not_run' });
+    expect(implementationVerdict({ commitsAhead: 2, testCommand: 'npm test', testExitCode: null })).toMatchObject({ verdict: 'fail', reason: 'tests_not_run' });
     expect(implementationVerdict({ commitsAhead: 2, testCommand: 'npm test', testExitCode: 1 }).verdict).toBe('fail');
     expect(implementationVerdict({ commitsAhead: 2, testCommand: 'npm test', testExitCode: 0 }).verdict).toBe('pass');
   });
   it('a non-zero exit fails whatever the gate says', () => {
-    expect(exitVerdict(0)).toBeNull();
-    expect(exitVerdict(1)).toEqual({ verdict: 'fail', reason: 'agent_exit_1' });
-    expect(exitVerdict(null)?.verdict).toBe('fail');
+    const run = { agent: 'command', exit_code: 0, signal: null, error: null, failure_code: null, failure_class: null, last_message: null, log_tail: 'oops\n' };
+    expect(exitVerdict(run)).toBeNull();
+    expect(exitVerdict({ ...run, exit_code: 1 })).toEqual({ verdict: 'fail', reason: 'agent_exit_1', failure: 'agent', detail: 'command exited 1: oops.' });
+    expect(exitVerdict({ ...run, exit_code: null })?.verdict).toBe('fail');
   });
 });
 

@@ -9,12 +9,15 @@
  * (`agent_runs.cost_usd`) are decimal strings, exactly as pg hands them over.
  */
 import { z } from '@hono/zod-openapi';
+import { TRANSCRIPT_KINDS } from '@orch/shared/agents/transcript';
+import { FAILURE_CLASSES } from '@orch/shared/pipeline/failures';
 import { JOB_STATUSES, TASK_STAGES, WORK_STAGES, type TaskStage, type WorkStage } from '@orch/shared/stages';
 
 const timestamp = z.iso.datetime({ offset: true });
 const id = z.number().int();
 const seconds = z.number();
 const decimal = z.string().regex(/^-?\d+(\.\d+)?$/);
+const FAILURE_CLASS = z.enum(FAILURE_CLASSES);
 
 export const ErrorSchema = z
   .strictObject({
@@ -71,6 +74,8 @@ export const JobSchema = z
     test_started_at: timestamp.nullable(),
     test_finished_at: timestamp.nullable(),
     created_at: timestamp,
+    detail: z.string().nullable().openapi({ description: 'the failure in words (the agent\'s error, the gate\'s verdict with the test output tail, the budget or stall figure)' }),
+    failure_class: FAILURE_CLASS.nullable().openapi({ description: 'config: blocked at once; transient: retried with backoff; agent: retried with the failure in the prompt' }),
   })
   .openapi('Job');
 
@@ -90,6 +95,23 @@ export const AgentRunSchema = z
     tokens_out: z.number().int().nullable(),
     log_tail: z.string(),
     error: z.string().nullable(),
+    session_id: z.string().nullable().openapi({ description: 'the CLI\'s session (claude session_id, codex thread_id)' }),
+    resumed_session_id: z.string().nullable().openapi({ description: 'the session this run continued, when it did' }),
+    last_message: z.string().nullable(),
+    failure_code: z.string().nullable(),
+    failure_class: FAILURE_CLASS.nullable(),
+    cost_source: z.enum(['reported', 'estimated', 'estimated_fallback']).nullable(),
+    transcript: z
+      .array(
+        z.strictObject({
+          n: z.number().int(),
+          at: z.number(),
+          kind: z.enum(TRANSCRIPT_KINDS),
+          text: z.string(),
+          failed: z.boolean().optional(),
+        }),
+      )
+      .openapi({ description: 'the run as a person reads it: messages, tool calls, results' }),
   })
   .openapi('AgentRun');
 

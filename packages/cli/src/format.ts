@@ -58,21 +58,55 @@ export function formatTasks(tasks: Task[]): string {
 
 export function formatTask(t: Task, jobs: Job[], runs: AgentRun[], events: TaskEvent[]): string {
   let out = `task ${t.id}: ${t.title}\nstage ${t.stage}  branch ${t.branch ?? '-'}  pr ${t.pr_number ?? '-'}  merged ${t.merged_sha?.slice(0, 12) ?? '-'}\n`;
-  if (t.blocked_reason) out += `blocked: ${t.blocked_reason}\n`;
+  if (t.blocked_reason) out += `blocked: ${indentRest(t.blocked_reason, '  ')}\n`;
   if (t.waiting_for) out += `waiting for: ${t.waiting_for}\n`;
   out += '\njobs:\n' + table([['JOB', 'STAGE', 'ATTEMPT', 'STATUS', 'REASON', 'STARTED', 'FINISHED'], ...jobs.map((j) => [String(j.id), j.stage, String(j.attempt), j.status, j.reason ?? '', j.started_at?.toISOString() ?? '-', j.finished_at?.toISOString() ?? '-'])]);
+  const why = jobs.filter((j) => j.detail);
+  if (why.length) {
+    out += '\nwhy:\n';
+    for (const j of why) out += `  job ${j.id} ${j.stage} #${j.attempt} ${j.status}${j.failure_class ? ` (${j.failure_class})` : ''}: ${j.reason ?? ''} — ${indentRest(j.detail!, '      ')}\n`;
+  }
   if (runs.length)
-    out += '\nruns:\n' + table([['JOB', 'AGENT', 'PID', 'EXIT', 'COST', 'TOKENS'], ...runs.map((r) => [String(r.job_id), r.agent, String(r.pid ?? '-'), String(r.exit_code ?? '-'), r.cost_usd ?? '-', `${r.tokens_in ?? '-'}/${r.tokens_out ?? '-'}`])]);
+    out +=
+      '\nruns:\n' +
+      table([
+        ['JOB', 'AGENT', 'PID', 'EXIT', 'COST', 'TOKENS', 'SESSION'],
+        ...runs.map((r) => [String(r.job_id), r.agent, String(r.pid ?? '-'), String(r.exit_code ?? '-'), runCost(r), `${r.tokens_in ?? '-'}/${r.tokens_out ?? '-'}`, sessionOf(r)]),
+      ]);
   out += '\nevents:\n' + events.map((e) => `  ${e.created_at.toISOString()}  ${eventText(e)}  by ${e.actor}\n`).join('');
   return out;
 }
 
+/** A run's cost, marked when it is orch's estimate rather than the agent's own figure. */
+export function runCost(r: Pick<AgentRun, 'cost_usd' | 'cost_source'>): string {
+  if (r.cost_usd === null) return '-';
+  const usd = `$${Number(r.cost_usd).toFixed(4)}`;
+  return r.cost_source === 'estimated' ? `~${usd}` : r.cost_source === 'estimated_fallback' ? `~${usd} (fallback price)` : usd;
+}
+
+function sessionOf(r: Pick<AgentRun, 'session_id' | 'resumed_session_id'>): string {
+  if (!r.session_id) return '-';
+  return r.resumed_session_id === r.session_id ? `${r.session_id} (resumed)` : r.session_id;
+}
+
+/** Continuation lines of a multi-line text, indented under its first line. */
+function indentRest(text: string, indent: string): string {
+  return text.replace(/\n/g, `\n${indent}`);
+}
+
 /**
  * An event in words: a transition as `stage_changed analysis → implementation (gate_passed)`,
- * anything else as its kind with its reason.
+ * anything else as its kind with its reason, and a failure's words after a dash.
  */
 export function eventText(e: Pick<TaskEvent, 'kind' | 'reason' | 'data'>): string {
-  const d = (e.data ?? {}) as { from?: unknown; to?: unknown };
+  const d = (e.data ?? {}) as { from?: unknown; to?: unknown; detail?: unknown };
   const move = typeof d.from === 'string' && typeof d.to === 'string' ? ` ${d.from} → ${d.to}` : '';
-  return `${e.kind}${move}${e.reason ? ` (${e.reason})` : ''}`;
+  const detail = typeof d.detail === 'string' && d.detail && !(e.reason ?? '').includes(d.detail) ? ` — ${oneLine(d.detail)}` : '';
+  return `${e.kind}${move}${e.reason ? ` (${oneLine(e.reason)})` : ''}${detail}`;
+}
+
+/** The first line of a text, at most `max` characters (`orch task show` prints the whole of it once). */
+function oneLine(text: string, max = 160): string {
+  const first = text.split('\n')[0]!;
+  return first.length > max ? `${first.slice(0, max - 1)}…` : first;
 }

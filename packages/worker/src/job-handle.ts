@@ -13,7 +13,7 @@ import type { GroupProcess } from '@orch/shared/host/process-group';
 import type { Logger } from '@orch/shared/runtime/logger';
 import type { Services } from '@orch/shared/runtime/services';
 
-export type StopReason = 'cancel' | 'job_flipped' | 'agent_timeout' | 'budget_exceeded' | 'worker_shutdown';
+export type StopReason = 'cancel' | 'job_flipped' | 'agent_timeout' | 'budget_exceeded' | 'stalled' | 'worker_shutdown';
 
 export class StepStopped extends Error {
   readonly reason: StopReason;
@@ -27,6 +27,8 @@ export class StepStopped extends Error {
 export class RunningJob {
   readonly job: Job;
   stopReason: StopReason | null = null;
+  /** the stop in words, with its figure (the budget hit, the stall's length) */
+  stopDetail: string | null = null;
   proc: GroupProcess | null = null;
   /** inside an irreversible step (merge call, deploy command): a cancel waits for it */
   critical = false;
@@ -36,9 +38,12 @@ export class RunningJob {
     this.graceS = graceS;
   }
   /** Ask the job to stop; stops its process group now if one is running. */
-  requestStop(reason: StopReason): Promise<void> {
+  requestStop(reason: StopReason, detail?: string): Promise<void> {
     if (reason === 'cancel' && this.critical) return Promise.resolve();
-    if (!this.stopReason) this.stopReason = reason;
+    if (!this.stopReason) {
+      this.stopReason = reason;
+      this.stopDetail = detail ?? null;
+    }
     return this.proc ? this.proc.stop(this.graceS).then(() => undefined) : Promise.resolve();
   }
   checkpoint(): void {

@@ -45,7 +45,8 @@ export async function runJob(ctx: JobContext, rj: RunningJob): Promise<void> {
       await onStopped(ctx, rj, err.reason, log);
     } else {
       log.error({ err }, 'job failed with an error');
-      await abortJob(svc, job.id, actor, { reason: 'worker_error', error: String((err as Error).message).slice(0, 2000) }).catch((e) =>
+      const message = String((err as Error).message).slice(0, 2000);
+      await abortJob(svc, job.id, actor, { reason: 'worker_error', error: message, detail: message.slice(0, 500) }).catch((e) =>
         log.error({ err: e }, 'could not fail the job'),
       );
     }
@@ -67,7 +68,8 @@ async function onStopped(ctx: JobContext, rj: RunningJob, reason: StopReason, lo
       return;
     case 'agent_timeout':
     case 'budget_exceeded':
-      await abortJob(svc, rj.job.id, actor, { reason });
+    case 'stalled':
+      await abortJob(svc, rj.job.id, actor, { reason, detail: rj.stopDetail ?? undefined });
       return;
   }
 }

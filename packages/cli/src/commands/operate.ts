@@ -46,12 +46,16 @@ export const statusCommand: CommandSpec = {
 };
 
 export const logsCommand: CommandSpec = {
-  summary: "a task's events and agent runs (with each run's log tail) in time order",
-  details: "A run's log tail is recorded when its agent exits; --follow prints new lines as they appear.",
-  usage: ['logs <task-id|plane-issue-id> [--follow]'],
-  options: { follow: { type: 'boolean', short: 'f', help: 'keep printing new lines every second until the task is done/cancelled (Ctrl-C to quit)' } },
+  summary: "a task's events and agent runs in time order, each run as a readable transcript",
+  details:
+    "A run's transcript (messages, tool calls with their command or file, results) is written while its agent runs; --raw prints its raw output tail instead (recorded when it exits). --follow prints new lines as they appear.",
+  usage: ['logs <task-id|plane-issue-id> [--follow] [--raw]'],
+  options: {
+    follow: { type: 'boolean', short: 'f', help: 'keep printing new lines every second until the task is done/cancelled (Ctrl-C to quit)' },
+    raw: { type: 'boolean', help: "each run's raw stdout+stderr tail instead of its transcript (for debugging the stream)" },
+  },
   run: async ({ values: v, positionals: [ref] }) => {
-    if (!ref) throw new CliError('usage: orch logs <task-id|plane-issue-id> [--follow]', 2);
+    if (!ref) throw new CliError('usage: orch logs <task-id|plane-issue-id> [--follow] [--raw]', 2);
     return withDb(async (db) => {
       const task = await findTask(db, ref);
       const stop = new AbortController();
@@ -59,7 +63,7 @@ export const logsCommand: CommandSpec = {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       try {
-        await streamLogs(db, task.id, { follow: Boolean(v.follow), signal: stop.signal, write: (s) => process.stdout.write(s) });
+        await streamLogs(db, task.id, { follow: Boolean(v.follow), raw: Boolean(v.raw), signal: stop.signal, write: (s) => process.stdout.write(s) });
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

@@ -1,5 +1,7 @@
 /** The schema as Kysely sees it; Selectable/Insertable/Updateable derive from here. */
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { TranscriptEntry } from '../agents/transcript.ts';
+import type { FailureClass } from '../pipeline/failures.ts';
 import type { JobStatus, TaskStage, WorkStage } from '../stages.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
@@ -79,6 +81,9 @@ export interface JobsTable {
   test_exit_code: number | null;
   test_started_at: NullableTimestamp;
   test_finished_at: NullableTimestamp;
+  /** the failure in words (reason is its stable code) */
+  detail: string | null;
+  failure_class: FailureClass | null;
   created_at: Timestamp;
 }
 
@@ -98,6 +103,15 @@ export interface AgentRunsTable {
   tokens_out: ColumnType<number | null, number | null | undefined, number | null>;
   log_tail: Generated<string>;
   error: string | null;
+  /** the CLI's session (claude session_id, codex thread_id) */
+  session_id: string | null;
+  /** the session this run continued (--resume), when it did */
+  resumed_session_id: string | null;
+  last_message: string | null;
+  failure_code: string | null;
+  failure_class: FailureClass | null;
+  cost_source: 'reported' | 'estimated' | 'estimated_fallback' | null;
+  transcript: ColumnType<TranscriptEntry[], string | undefined, string>;
 }
 
 export interface TaskEventsTable {

@@ -121,6 +121,20 @@ export async function commitsAhead(repo: ProjectRepo, branch: string, base: stri
   return r.exitCode === 0 ? Number(r.stdout) : 0;
 }
 
+/**
+ * Files that conflict when `branch` is merged with `base` (both as last fetched), computed in the
+ * mirror without a worktree (`git merge-tree --write-tree`, git ≥ 2.38). [] when they merge
+ * cleanly or when this git cannot tell.
+ */
+export async function conflictingFiles(repo: ProjectRepo, branch: string, base: string): Promise<string[]> {
+  const r = await git(['merge-tree', '--write-tree', '--name-only', '--no-messages', `refs/remotes/origin/${base}`, `refs/remotes/origin/${branch}`], {
+    cwd: repo.mirror,
+    allowFail: true,
+  });
+  if (r.exitCode !== 1) return [];
+  return [...new Set(r.stdout.split('\n').slice(1).map((l) => l.trim()).filter(Boolean))];
+}
+
 export function worktreePath(root: string, projectSlug: string, taskId: number): string {
   return path.join(root, projectSlug, 'worktrees', String(taskId));
 }

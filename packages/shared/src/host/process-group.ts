@@ -109,10 +109,18 @@ export function startGroupProcess(spec: ProcessSpec): GroupProcess {
   });
   const pid = child.pid;
   if (pid === undefined) {
-    // spawn failed synchronously (ENOENT surfaces through the promise as well)
+    // spawn failed synchronously (ENOENT surfaces through the promise as well); its reason is
+    // the tail, as a shell would have printed it
     const exited = Promise.resolve(child).then(
-      (r) => ({ exitCode: r.exitCode ?? 127, signal: null }),
-      () => ({ exitCode: 127, signal: null }),
+      (r) => {
+        const cause = (r as { cause?: { message?: string } }).cause?.message ?? (r as { shortMessage?: string }).shortMessage;
+        if (cause) tail.push(`${cause}\n`);
+        return { exitCode: r.exitCode ?? 127, signal: null };
+      },
+      (err: Error) => {
+        tail.push(`${err.message}\n`);
+        return { exitCode: 127, signal: null };
+      },
     );
     return { pid: -1, exited, stop: () => exited, tail: () => tail.toString(), stopRequested: () => false };
   }

@@ -50,10 +50,7 @@ export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<
     case 'block':
       if (!(await blockTask(tx, task.id, job.stage, then.reason))) return skipped(tx, a, job.stage);
       await appendEvent(tx, { taskId: task.id, jobId: job.id, kind: 'blocked', actor, reason: then.reason });
-      await reportToTracker(tx, task, project, {
-        role: 'blocked',
-        comment: `<p>orch: task blocked in <b>${job.stage}</b>: ${escapeHtml(then.reason)}. Retry with <code>orch task retry ${task.id}</code>.</p>`,
-      });
+      await reportToTracker(tx, task, project, { role: 'blocked', comment: blockedComment(task.id, job.stage, then.reason) });
       return;
     case 'send_back': {
       const moved = await moveTaskStage(tx, task.id, job.stage, then.to, { reviewRounds: then.reviewRounds });
@@ -65,7 +62,7 @@ export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<
         kind: 'sent_back',
         actor,
         reason: then.reason,
-        data: { from: job.stage, to: then.to, review_round: then.reviewRounds, detail: job.reason },
+        data: { from: job.stage, to: then.to, review_round: then.reviewRounds, detail: job.detail ?? job.reason },
       });
       return;
     }
@@ -150,6 +147,20 @@ export async function promoteDependents(tx: DbOrTx, boss: Boss, actor: string): 
 /** Wake a worker for a slot that was just freed (same transaction as the flip). */
 export async function slotFreed(tx: DbOrTx, boss: Boss, jobId: number): Promise<void> {
   await sendDispatch(boss, tx, { jobId, reason: 'slot_freed' });
+}
+
+/**
+ * The Plane comment of a blocked task: the reason's first line as a sentence, the rest (a test
+ * command's output, say) as preformatted text.
+ */
+function blockedComment(taskId: number, stage: string, reason: string): string {
+  const [first = '', ...rest] = reason.split('\n');
+  const more = rest.join('\n').trim();
+  return (
+    `<p>orch: task blocked in <b>${escapeHtml(stage)}</b>: ${escapeHtml(first)}</p>` +
+    (more ? `<pre>${escapeHtml(more)}</pre>` : '') +
+    `<p>Retry with <code>orch task retry ${taskId}</code>.</p>`
+  );
 }
 
 function escapeHtml(s: string): string {

@@ -1,14 +1,19 @@
 /**
  * What happens after a job's gate has been evaluated: a pure function of the job, the task
  * and the verdict. The finalizer applies the result inside the transaction that won the flip.
+ * A failure's class decides the retry (pipeline/failures.ts): `config` blocks the task at once
+ * (no retry can fix it), `transient` retries after a backoff, `agent` retries at once — the next
+ * attempt's prompt says why this one failed, and waiting would not change that.
  */
 import { nextStage, retryBackoffS, sendBackTarget, type Stage, type WorkStage } from '../stages.ts';
+import { failureText, type FailureClass } from './failures.ts';
 
 export type GateVerdict =
   | { verdict: 'pass'; detail?: string }
-  | { verdict: 'fail'; reason: string }
+  /** `reason` is the stable code, `detail` the words; `failure` defaults to `agent` */
+  | { verdict: 'fail'; reason: string; detail?: string; failure?: FailureClass }
   /** review REQUEST_CHANGES, merge conflict: back to implementation */
-  | { verdict: 'send_back'; reason: string };
+  | { verdict: 'send_back'; reason: string; detail?: string };
 
 export interface AfterGateInput {
   stage: WorkStage;
@@ -53,6 +58,17 @@ export interface AfterGate {
   then: Then;
 }
 
+/** The retry (or block) that follows a failure of `failure`'s class on attempt `attempt`. */
+export function retryOrBlock(
+  i: { attempt: number; maxAttempts: number; backoffBaseS: number },
+  f: { code: string; detail?: string | null; failure: FailureClass },
+): Extract<Then, { kind: 'retry' | 'block' }> {
+  const text = failureText(f);
+  if (f.failure === 'config') return { kind: 'block', reason: text };
+  if (i.attempt >= i.maxAttempts) return { kind: 'block', reason: `attempts_exhausted: ${text}` };
+  return { kind: 'retry', attempt: i.attempt + 1, delayS: f.failure === 'transient' ? retryBackoffS(i.backoffBaseS, i.attempt) : 0 };
+}
+
 export function decideAfterGate(i: AfterGateInput): AfterGate {
   const v = i.verdict;
   const jobStatus: 'done' | 'failed' = v.verdict === 'fail' ? 'failed' : 'done';
@@ -81,19 +97,14 @@ export function decideAfterGate(i: AfterGateInput): AfterGate {
       return { job, reason: v.reason, then: { kind: 'send_back', to: sendBackTarget(i.stage), reviewRounds: rounds, reason: sendBackReason(v.reason) } };
     }
     case 'fail':
-      if (i.attempt < i.maxAttempts)
-        return {
-          job: 'failed',
-          reason: v.reason,
-          then: { kind: 'retry', attempt: i.attempt + 1, delayS: retryBackoffS(i.backoffBaseS, i.attempt) },
-        };
-      return { job: 'failed', reason: v.reason, then: { kind: 'block', reason: `attempts_exhausted: ${v.reason}` } };
+      return { job: 'failed', reason: v.reason, then: retryOrBlock(i, { code: v.reason, detail: v.detail, failure: v.failure ?? 'agent' }) };
   }
 }
 
 /**
- * A job that did not reach its gate (dead owner, max running, worker shutdown): what follows
- * the flip to `failed`. `sameAttempt` (worker shutdown) requeues without spending an attempt.
+ * A job that did not reach its gate (dead owner, max running, worker shutdown, a stall, a budget,
+ * the timeout): what follows the flip to `failed`. `sameAttempt` (worker shutdown) requeues
+ * without spending an attempt.
  */
 export function decideAfterAbort(i: {
   attempt: number;
@@ -103,9 +114,10 @@ export function decideAfterAbort(i: {
   sameAttempt: boolean;
   backoffBaseS: number;
   reason: string;
+  detail?: string | null;
+  failure?: FailureClass;
 }): Then {
   if (i.taskTerminal || i.cancelRequested) return { kind: 'none' };
   if (i.sameAttempt) return { kind: 'retry', attempt: i.attempt, delayS: 0 };
-  if (i.attempt < i.maxAttempts) return { kind: 'retry', attempt: i.attempt + 1, delayS: retryBackoffS(i.backoffBaseS, i.attempt) };
-  return { kind: 'block', reason: `attempts_exhausted: ${i.reason}` };
+  return retryOrBlock(i, { code: i.reason, detail: i.detail, failure: i.failure ?? 'transient' });
 }

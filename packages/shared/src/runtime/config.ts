@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { DEFAULT_PRICE_TABLE, describePrices, parsePrices, priceTable } from '../agents/prices.ts';
 import {
   choice,
   computed,
@@ -18,6 +19,7 @@ import {
   number,
   optionalNumber,
   parseDeclarations,
+  parsed,
   settingsOf,
   text,
   together,
@@ -86,7 +88,39 @@ export const SETTINGS = {
       command: text('ORCH_AGENT_CMD', { doc: 'With ORCH_AGENT=command: the command line, run through `sh -c` in the worktree.' }),
       demoDelayMs: number('ORCH_DEMO_DELAY_MS', { default: 300, int: true, min: 0, doc: 'Delay of the built-in demo agent (ms).' }),
       timeoutS: number('ORCH_AGENT_TIMEOUT_S', { default: 3600, min: 1, doc: 'Per stage attempt: the agent is stopped (SIGTERM, grace, SIGKILL) and the job fails.' }),
-      maxCostUsd: number('ORCH_AGENT_MAX_COST_USD', { default: 0, min: 0, doc: 'Per stage attempt, for agents that report cost (claude); 0 = no limit.' }),
+      maxCostUsd: number('ORCH_AGENT_MAX_COST_USD', {
+        default: 0,
+        min: 0,
+        doc: "Per stage attempt, USD; 0 = no limit. claude also gets it as --max-budget-usd; orch stops the agent when the cost it reports, or until then the running estimate from its token usage and ORCH_AGENT_PRICES, goes over.",
+      }),
+      maxTokens: number('ORCH_AGENT_MAX_TOKENS', {
+        default: 0,
+        int: true,
+        min: 0,
+        doc: 'Per stage attempt: input tokens (cached ones included) plus output tokens, as the agent streams them (codex: estimated from its text until its turn ends); over it the agent is stopped. 0 = no limit.',
+      }),
+      stallS: number('ORCH_AGENT_STALL_S', {
+        default: 300,
+        min: 0,
+        doc: 'An agent that prints no progress (message, tool call or result, item) for this long is stopped as `stalled` and retried after a backoff. Retry and reconnect notices are not progress, and a tool call that prints nothing (a long test run) is none either. 0 = off.',
+      }),
+      resume: flag('ORCH_AGENT_RESUME', {
+        default: false,
+        doc: "A retry or review round continues the CLI session of the stage's previous run on this host (claude --resume, codex exec resume); a session that is gone starts fresh.",
+      }),
+      prices: parsed('ORCH_AGENT_PRICES', {
+        type: 'model=in/out[/cache_read[/cache_write]],…',
+        shownDefault: 'the built-in table',
+        fallback: DEFAULT_PRICE_TABLE,
+        parse: (raw) => priceTable(parsePrices(raw)),
+        show: (t) => describePrices(t),
+        doc: 'USD per million tokens for the running cost estimate, in front of the built-in table (docs/agents.md); `*` wildcards, first match wins, `*=in/out` replaces the fallback price (15/75).',
+      }),
+      home: dirPath('ORCH_AGENT_HOME', {
+        default: (r) => path.join(r.get('ORCH_WORKTREE_ROOT') as string, 'agent-home'),
+        shownDefault: '$ORCH_WORKTREE_ROOT/agent-home',
+        doc: "This host's state of claude and codex, one directory each (CLAUDE_CONFIG_DIR, CODEX_HOME): logins and sessions, kept across jobs. Log the CLI in there.",
+      }),
       model: text('ORCH_AGENT_MODEL', { doc: 'Passed as --model to claude and codex when set.' }),
       claude: {
         bin: text('ORCH_CLAUDE_BIN', { doc: 'The claude executable (default: `claude` on PATH).' }),
@@ -215,7 +249,7 @@ export function effectiveSettings(config: Config, env: Record<string, string | u
   return settingEntries().map(({ path: p, setting, section }) => {
     const fromEnv = env[setting.env] !== undefined && env[setting.env]!.trim() !== '';
     const v = p.split('.').reduce<unknown>((o, k) => (o === null || o === undefined ? undefined : (o as Record<string, unknown>)[k]), config);
-    const shown = v === undefined || v === null ? '' : Array.isArray(v) ? (v.length ? v.join(',') : 'none') : String(v);
+    const shown = v === undefined || v === null ? '' : setting.show ? setting.show(v) : Array.isArray(v) ? (v.length ? v.join(',') : 'none') : String(v);
     return { env: setting.env, value: setting.secret && shown ? '********' : shown, source: fromEnv ? 'env' : 'default', secret: setting.secret, section };
   });
 }

@@ -20,6 +20,8 @@ export interface Setting<T> {
   readonly shownDefault: string;
   /** parse a raw value; `undefined` (unset or blank) gives the default */
   parse(raw: Raw, resolved: ResolvedSoFar): ParseResult<T>;
+  /** the effective value as `orch config` prints it (default: String); given this setting's own value */
+  show?: (value: unknown) => string;
 }
 
 /** Settings parsed before this one (declaration order), for defaults that depend on another. */
@@ -139,6 +141,25 @@ export function dirPath(env: string, o: Common & { default: string | ((resolved:
 /** A string whose default is computed when unset (e.g. the OS hostname). */
 export function computed(env: string, o: Common & { compute: () => string; shownDefault: string }): Setting<string> {
   return make(env, o, 'string', o.shownDefault, (raw) => ok(blank(raw) ? o.compute() : raw!.trim()));
+}
+
+/**
+ * A value with a syntax of its own, parsed by `parse` (which throws with a message on bad input);
+ * unset or blank gives `fallback`.
+ */
+export function parsed<T>(
+  env: string,
+  o: Common & { type: string; shownDefault: string; fallback: T; parse: (raw: string) => T; show: (value: T) => string },
+): Setting<T> {
+  const s = make<T>(env, o, o.type, o.shownDefault, (raw) => {
+    if (blank(raw)) return ok(o.fallback);
+    try {
+      return ok(o.parse(raw!.trim()));
+    } catch (err) {
+      return bad((err as Error).message);
+    }
+  });
+  return { ...s, show: (v) => o.show(v as T) };
 }
 
 export function together<F extends Record<string, Setting<unknown>>>(fields: F): Together<F> {

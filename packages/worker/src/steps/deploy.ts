@@ -28,7 +28,7 @@ export const deployStep: Step = async (ctx, rj, s) => {
     await runStepProcess(
       ctx,
       rj,
-      { agentName: 'deploy', file: project.deploy_command!, args: [], shell: true, cwd: wt, env: contractEnv(job, dirs, {}), parser: null, record: true },
+      { kind: 'deploy', agentName: 'deploy', file: project.deploy_command!, args: [], shell: true, cwd: wt, env: contractEnv(job, dirs, {}), parser: null },
       log,
     );
   } finally {

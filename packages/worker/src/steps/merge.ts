@@ -14,7 +14,10 @@ import { latestStageArtefact } from '@orch/shared/db/queries/artefacts';
 import { enterCriticalWindow, getTask, leaveCriticalWindow, recordMergedSha } from '@orch/shared/db/queries/tasks';
 import { pullRequestBody, recordPullRequest } from '@orch/shared/pipeline/forge-report';
 import type { PullRequest } from '@orch/shared/forge/types';
-import { StepStopped, type Step } from '../job-handle.ts';
+import type { MergeConflict } from '@orch/shared/gates/index';
+import { conflictingFiles, syncMirror, type ProjectRepo } from '@orch/shared/host/git';
+import type { Logger } from '@orch/shared/runtime/logger';
+import { StepStopped, type Step, type StepInput } from '../job-handle.ts';
 
 const LOCK_POLL_MS = 200;
 const MAX_OUT_OF_DATE_RETRIES = 3;
@@ -76,7 +79,7 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       }
 
       const upd = await forge.updateBranch(pr);
-      if (upd.kind === 'conflict') return { report: { mergeConflict: upd.message } };
+      if (upd.kind === 'conflict') return { report: { mergeConflict: await describeConflict(svc.config.worktreeRoot, s, pr, upd.message, log) } };
       if (upd.kind === 'updated') {
         await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_updated', actor, data: { sha: upd.sha } });
         pr = (await forge.getPullRequest(pr.number))!;
@@ -113,7 +116,7 @@ export const mergeStep: Step = async (ctx, rj, s) => {
       }
       await leaveCriticalWindow(svc.db, task.id);
       rj.critical = false;
-      if (result.kind === 'conflict') return { report: { mergeConflict: result.message } };
+      if (result.kind === 'conflict') return { report: { mergeConflict: await describeConflict(svc.config.worktreeRoot, s, pr, result.message, log) } };
       if (result.kind === 'push_rejected') {
         // A hook or branch protection refused the push to base: updating the branch and trying
         // again would be refused the same way. The job fails with the server's words.
@@ -127,7 +130,7 @@ export const mergeStep: Step = async (ctx, rj, s) => {
         continue;
       }
       await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'merge_refused', actor, reason: result.kind, data: { message: result.message } });
-      return {};
+      return { report: { mergeRefused: `${result.kind}: ${result.message}` } };
     }
   } finally {
     if (locked) {
@@ -137,3 +140,15 @@ export const mergeStep: Step = async (ctx, rj, s) => {
     client.release();
   }
 };
+
+/** The conflict with the files it touches, for the next implementation's prompt (the mirror is re-fetched first). */
+async function describeConflict(root: string, s: StepInput, pr: PullRequest, message: string, log: Logger): Promise<MergeConflict> {
+  let files: string[] = [];
+  try {
+    const repo: ProjectRepo = await syncMirror(root, s.project.slug, s.forge.remoteUrl);
+    files = await conflictingFiles(repo, pr.head, pr.base);
+  } catch (err) {
+    log.warn({ err }, 'could not list the conflicting files');
+  }
+  return { message, files, base: pr.base, head: pr.head };
+}

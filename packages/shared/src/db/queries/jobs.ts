@@ -5,6 +5,7 @@ import type { Job } from '../types.ts';
 import { takeClaimLock } from './advisory-locks.ts';
 import { stageIsLive } from './terminal.ts';
 import type { JobStatus, WorkStage } from '../../stages.ts';
+import type { FailureClass } from '../../pipeline/failures.ts';
 
 
 export async function insertQueuedJob(
@@ -29,6 +30,19 @@ export async function getJob(db: DbOrTx, id: number): Promise<Job | undefined> {
 
 export async function listTaskJobs(db: DbOrTx, taskId: number): Promise<Job[]> {
   return db.selectFrom('jobs').selectAll().where('task_id', '=', taskId).orderBy('id').execute();
+}
+
+/** The task's latest finished job before `beforeJobId`: what a new job's prompt says about the last attempt. */
+export async function previousFinishedJob(db: DbOrTx, taskId: number, beforeJobId: number): Promise<Job | undefined> {
+  return db
+    .selectFrom('jobs')
+    .selectAll()
+    .where('task_id', '=', taskId)
+    .where('id', '<', beforeJobId)
+    .where('finished_at', 'is not', null)
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
 }
 
 export async function liveJobOfTask(db: DbOrTx, taskId: number): Promise<Job | undefined> {
@@ -117,7 +131,7 @@ export async function flipRunningJob(
   db: DbOrTx,
   jobId: number,
   to: TerminalJobStatus,
-  f: { reason?: string | null; error?: string | null; exitCode?: number | null; outcome?: string | null } = {},
+  f: { reason?: string | null; error?: string | null; exitCode?: number | null; outcome?: string | null; detail?: string | null; failureClass?: FailureClass | null } = {},
 ): Promise<Job | null> {
   const row = await db
     .updateTable('jobs')
@@ -128,6 +142,8 @@ export async function flipRunningJob(
       error: f.error ?? null,
       exit_code: f.exitCode ?? null,
       outcome: f.outcome ?? null,
+      detail: f.detail ?? null,
+      failure_class: f.failureClass ?? null,
     })
     .where('id', '=', jobId)
     .where('status', '=', 'running')
