@@ -106,9 +106,10 @@ describe('every transition says why', () => {
       expect(e.reason, e.kind).toMatch(/\S/);
     }
     const conflict = events.find((e) => e.kind === 'sent_back' && e.reason === 'merge_conflict')!;
-    expect((conflict.data as { detail: string }).detail).toMatch(/^merge_conflict: .*conflicts/);
+    expect((conflict.data as { detail: string }).detail).toMatch(/^merge gate: .* conflicts with main in `README\.md`/);
     const failedMerge = (await jobsOf(o, t.id)).find((j) => j.stage === 'merge' && j.status === 'failed')!;
-    expect(failedMerge.reason).toMatch(/^merge_conflict: .*conflicts/);
+    expect(failedMerge.reason).toBe('merge_conflict');
+    expect(failedMerge.detail).toMatch(/conflicts with main in `README\.md`/);
 
     // the CLI an operator reads
     const show = await o.spawn(['task', 'show', String(t.id)]);
@@ -116,8 +117,11 @@ describe('every transition says why', () => {
     const text = String(show.stdout);
     const eventLines = text.split('\nevents:\n')[1]!.split('\n').filter(Boolean);
     const printed = eventLines.map((l) => / {2}((stage_changed|sent_back) .*?) {2}by /.exec(l)?.[1]).filter(Boolean);
-    expect(printed).toEqual(moves);
-    expect(text).toMatch(new RegExp(`^\\s*${failedMerge.id}\\s+merge\\s+1\\s+failed\\s+merge_conflict: .*conflicts`, 'm'));
+    // each line is `from → to (reason)`, a failure's words after a dash
+    expect(printed.map((l) => l!.split(' — ')[0])).toEqual(moves);
+    expect(printed.find((l) => l!.startsWith('sent_back merge'))).toMatch(/ — merge gate: .*README\.md/);
+    expect(text).toMatch(new RegExp(`^\\s*${failedMerge.id}\\s+merge\\s+1\\s+failed\\s+merge_conflict\\s`, 'm'));
+    expect(text).toMatch(new RegExp(`job ${failedMerge.id} merge #1 failed.*: merge_conflict — merge gate: .*conflicts with main`));
     expect(text).toMatch(/^\s*\d+\s+review\s+1\s+done\s+changes_requested/m);
   }, 150_000);
 });

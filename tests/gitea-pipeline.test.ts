@@ -214,7 +214,8 @@ describe('the work shown on the pull request', () => {
   });
 
   it('a merge push the server rejects: the job says so in words (push_rejected: …), one merge call, no out-of-date loop', async () => {
-    const { orch: o, name, bare } = await giteaOrch({ ORCH_JOB_MAX_ATTEMPTS: '1' });
+    // three attempts allowed: a refusal by the server blocks at once (a configuration failure)
+    const { orch: o, name, bare } = await giteaOrch({ ORCH_JOB_MAX_ATTEMPTS: '3' });
     await gitea.rejectPushes(OWNER, name, 'main', 'protected: releases only');
     await o.worker();
     const since = gitea.requests.length;
@@ -226,8 +227,10 @@ describe('the work shown on the pull request', () => {
     expect(blocked.stage).toBe('merge');
     const merge = (await listTaskJobs(o.rt.svc.db, task.id)).filter((j) => j.stage === 'merge');
     expect(merge).toHaveLength(1);
-    expect(merge[0]!.reason).toBe('push_rejected: the Gitea server rejected the merge push (a hook or branch protection): protected: releases only');
-    expect(blocked.blocked_reason).toContain('push_rejected: the Gitea server rejected the merge push');
+    expect(merge[0]!.reason).toBe('push_rejected');
+    expect(merge[0]!.failure_class).toBe('config');
+    expect(merge[0]!.detail).toContain('the Gitea server rejected the merge push (a hook or branch protection): protected: releases only');
+    expect(blocked.blocked_reason).toMatch(/^push_rejected — .*the Gitea server rejected the merge push/);
     const mergeCalls = gitea.requests.slice(since).filter((r) => r.method === 'POST' && r.path.endsWith(`/repos/${OWNER}/${name}/pulls/${blocked.pr_number}/merge`));
     expect(mergeCalls.map((r) => r.status)).toEqual([409]);
     expect(gitea.requests.slice(since).some((r) => r.path.endsWith('/update'))).toBe(false);

@@ -84,7 +84,23 @@ beforeAll(async () => {
   const job = await claimNextJob(svc.db, { workerId: 'contract-worker', host: 'test-host', pid: process.pid, maxConcurrency: 10 });
   expect(job?.task_id).toBe(ids.live);
   const run = await startAgentRun(svc.db, { jobId: job!.id, agent: 'demo', host: 'test-host', pid: process.pid });
-  await recordAgentExit(svc.db, run.id, { exitCode: 0, signal: null, costUsd: 0.25, tokensIn: 1200, tokensOut: 340, logTail: 'ok\n', error: null });
+  await recordAgentExit(svc.db, run.id, {
+    exitCode: 0,
+    signal: null,
+    costUsd: 0.25,
+    tokensIn: 1200,
+    tokensOut: 340,
+    logTail: 'ok\n',
+    error: null,
+    sessionId: '8cb4c532-e261-40a5-aa61-1d23a31e8c95',
+    lastMessage: 'done',
+    costSource: 'reported',
+    transcript: [
+      { n: 0, at: 12, kind: 'message', text: 'I will add the file.' },
+      { n: 1, at: 40, kind: 'tool', text: 'Bash: git commit -m x' },
+      { n: 2, at: 55, kind: 'output', text: 'exit 1', failed: true },
+    ],
+  });
   await saveReaperState(svc.db, {
     id: 'contract-reaper',
     host: 'test-host',
