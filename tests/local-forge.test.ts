@@ -81,7 +81,9 @@ describe('local forge: a push to base that a hook refuses', () => {
       }, 45_000, 'task blocked');
       expect(blocked.stage).toBe('merge');
       const merge = (await listTaskJobs(orch.rt.svc.db, task.id)).filter((j) => j.stage === 'merge');
-      expect(merge.map((j) => j.reason)).toEqual(['push_rejected: the git server rejected the merge push (a hook or branch protection): main is frozen']);
+      // one job: a refusal by the server is a configuration failure, blocked at once, in words
+      expect(merge.map((j) => [j.reason, j.failure_class])).toEqual([['push_rejected', 'config']]);
+      expect(merge[0]!.detail).toContain('the git server rejected the merge push (a hook or branch protection): main is frozen');
       expect(await branchesOf(orch.repo)).toContain('main');
     } finally {
       await orch.close();

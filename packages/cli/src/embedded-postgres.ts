@@ -253,7 +253,10 @@ class PostgresOutput {
     // "2026-12-03 14:30:00.123 UTC [123] FATAL:  could not bind …" → "could not bind …"
     const cause =
       line?.replace(/^.*?\b(FATAL|PANIC|ERROR|LOG):\s*/, '') ??
-      (err instanceof Error ? err.message : typeof err === 'string' && err ? err : this.lines.at(-1) ?? 'it exited without a word');
+      // else what it said last (a postmaster that fails before its logging is set up writes
+      // `postgres: could not access …` with no level), else the error itself
+      this.lines.at(-1) ??
+      (err instanceof Error ? err.message : typeof err === 'string' && err ? err : 'it exited without a word');
     const hint = /already in use|could not bind|could not create any TCP\/IP sockets/i.test(cause)
       ? `port ${at.port} is taken by another program: set ORCH_EMBEDDED_PG_PORT to a free port, or DATABASE_URL`
       : /wrong ownership|owned by|permission denied|not permitted/i.test(cause)
