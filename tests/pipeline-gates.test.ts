@@ -64,8 +64,11 @@ describe('quality gates', () => {
 
   it('a test command that outlasts the finalize grace is part of the step: the reaper leaves the job to its worker', async () => {
     orch = await startOrch({
-      env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: agentCmd(), ORCH_REAPER_FINALIZE_GRACE_S: '0.3', ORCH_REAPER_INTERVAL_S: '0.1' },
-      project: { test_cmd: 'sleep 2' },
+      // The test command runs 2.5× the grace past the agent's exit: a reaper that counted the grace
+      // from the agent's exit would finalize the job while its tests run. After the tests the
+      // worker still pushes and opens the PR, which must fit in the grace even on a loaded box.
+      env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: agentCmd(), ORCH_REAPER_FINALIZE_GRACE_S: '2', ORCH_REAPER_INTERVAL_S: '0.1' },
+      project: { test_cmd: 'sleep 5' },
     });
     await orch.worker();
     const reaper = await orch.reaper();

@@ -105,7 +105,7 @@ describe('chaos: workers SIGKILLed at random moments', () => {
     await orch?.close();
   });
 
-  it('30 tasks all reach done exactly once, with no double running and no duplicate enqueue', { timeout: 90_000 }, async () => {
+  it('30 tasks all reach done exactly once, with no double running and no duplicate enqueue', { timeout: 180_000 }, async () => {
     const db = orch.rt.svc.db;
     const workers = new Map<string, ResultPromise>();
     const exited = new Set<ResultPromise>(); // execa's ResultPromise exposes no exitCode: track exits ourselves
@@ -165,7 +165,8 @@ describe('chaos: workers SIGKILLed at random moments', () => {
       await sleep(1000 + Math.random() * 2000);
     }
     const chaosS = (Date.now() - started) / 1000;
-    while ((await doneCount()) < TASKS && Date.now() - started < 80_000) await sleep(200);
+    // the bound is for a loaded machine (the suite runs files in parallel): correctness, not speed, is asserted
+    while ((await doneCount()) < TASKS && Date.now() - started < 160_000) await sleep(200);
     sampling = false;
     await sampler;
     const reaperAlive = !exited.has(reaper);
