@@ -18,6 +18,7 @@ import { decideAfterAbort, decideAfterGate, retryOrBlock, type AfterGateInput } 
 import { PROMPT_VARIABLES, previousFailureSection } from '@orch/shared/prompts';
 import { ROOT } from './support/harness.ts';
 import { loadFixture } from './support/real-cli.ts';
+import { AFTER_GATE_BASE } from './support/decisions.ts';
 
 const HOME = '/srv/orch/agent-home';
 const claude = createClaudeAdapter({ home: `${HOME}/claude` });
@@ -124,19 +125,7 @@ describe('failure classification over real CLI output', () => {
 });
 
 describe('retry by class', () => {
-  const base: AfterGateInput = {
-    stage: 'implementation',
-    attempt: 1,
-    maxAttempts: 3,
-    verdict: { verdict: 'pass' },
-    reviewRounds: 0,
-    maxReviewRounds: 3,
-    taskTerminal: false,
-    cancelRequested: false,
-    criticalStepRan: false,
-    hasDeployCommand: false,
-    backoffBaseS: 10,
-  };
+  const base: AfterGateInput = { ...AFTER_GATE_BASE, stage: 'implementation' };
   const fail = (failure: FailureClass, attempt = 1) => decideAfterGate({ ...base, attempt, verdict: { verdict: 'fail', reason: 'x', detail: 'words', failure } });
   it('config blocks on the first attempt, with the words', () => {
     expect(fail('config')).toEqual({ job: 'failed', reason: 'x', then: { kind: 'block', reason: 'x — words' } });

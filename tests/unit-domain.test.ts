@@ -13,6 +13,7 @@ import {
 } from '@orch/shared/stages';
 import { decideAfterAbort, decideAfterGate, type AfterGateInput } from '@orch/shared/pipeline/transitions';
 import { analysisVerdict, exitVerdict, implementationVerdict, reviewVerdict } from '@orch/shared/gates/verdicts';
+import { AFTER_GATE_BASE } from './support/decisions.ts';
 
 describe('stages', () => {
   it('done and cancelled are the only terminal stages, and sinks', () => {
@@ -53,19 +54,7 @@ describe('stages', () => {
 });
 
 describe('decideAfterGate', () => {
-  const base: AfterGateInput = {
-    stage: 'analysis',
-    attempt: 1,
-    maxAttempts: 3,
-    verdict: { verdict: 'pass' },
-    reviewRounds: 0,
-    maxReviewRounds: 3,
-    taskTerminal: false,
-    cancelRequested: false,
-    criticalStepRan: false,
-    hasDeployCommand: false,
-    backoffBaseS: 10,
-  };
+  const base: AfterGateInput = AFTER_GATE_BASE;
   const cases: Array<[string, Partial<AfterGateInput>, ReturnType<typeof decideAfterGate>]> = [
     ['pass advances', {}, { job: 'done', reason: null, then: { kind: 'advance', to: 'implementation', reason: 'gate_passed' } }],
     ['merge pass → done without deploy', { stage: 'merge' }, { job: 'done', reason: null, then: { kind: 'advance', to: 'done', reason: 'merged' } }],
