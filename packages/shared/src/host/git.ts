@@ -1,7 +1,12 @@
 /**
  * Git on this host: a bare mirror per project (a host-local cache of the remote) and one
- * worktree per task. The remote feature branch is the truth between stages; a worktree is
- * rebuilt from it for every job. Never force-pushes.
+ * repository per task — its working tree, where the agent edits and commits. The task's
+ * repository borrows the mirror's objects read-only (`objects/info/alternates`) and has its own
+ * objects, index and refs, so a sandboxed agent that commits writes nothing of the mirror's or of
+ * another task's (docs/adr/0012). The remote feature branch is the truth between stages; the task
+ * repository is rebuilt from it for every job. orch never runs git porcelain in a repository an
+ * agent could write (its config, hooks and `commondir` are the agent's to forge): the push
+ * fetches the agent's commit into the mirror and pushes from there. Never force-pushes.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -139,9 +144,17 @@ export function worktreePath(root: string, projectSlug: string, taskId: number):
   return path.join(root, projectSlug, 'worktrees', String(taskId));
 }
 
+/** Where a task's pushed commits land in the mirror before they go to the remote. */
+function taskPushRef(taskId: string): string {
+  return `refs/orch/tasks/${taskId}`;
+}
+
 /**
- * A fresh worktree for a task at the remote feature branch (or at base when the branch does
- * not exist yet), with the feature branch checked out. Any previous worktree is discarded.
+ * A fresh repository for a task at the remote feature branch (or at base when the branch does
+ * not exist yet), the feature branch checked out (or a detached HEAD). Any previous one is
+ * discarded. Its objects come from the mirror through alternates, so nothing is copied: `git
+ * init`, the alternates file, a fetch of two refs from the mirror (objects already there) and
+ * the checkout.
  */
 export async function prepareWorktree(
   repo: ProjectRepo,
@@ -149,22 +162,30 @@ export async function prepareWorktree(
   opts: { branch: string; base: string; startAt?: 'branch' | 'base'; detach?: boolean },
 ): Promise<{ dir: string; from: string }> {
   return withRepoLock(repo.mirror, async () => {
-    const exists = await fs.access(dir).then(() => true, () => false);
-    if (exists) await removeWorktreeUnlocked(repo, dir);
+    await removeWorktreeUnlocked(repo, dir);
     const remoteBranch = await remoteBranchSha(repo, opts.branch);
-    const from =
-      opts.startAt !== 'base' && remoteBranch ? `refs/remotes/origin/${opts.branch}` : `refs/remotes/origin/${opts.base}`;
+    const start = opts.startAt !== 'base' && remoteBranch ? opts.branch : opts.base;
+    const from = `refs/remotes/origin/${start}`;
     await fs.mkdir(path.dirname(dir), { recursive: true });
+    await git(['init', '--quiet', dir]);
+    const gitDir = path.join(dir, '.git');
+    await fs.writeFile(path.join(gitDir, 'objects', 'info', 'alternates'), `${await fs.realpath(path.join(repo.mirror, 'objects'))}\n`);
+    await fs.appendFile(
+      path.join(gitDir, 'config'),
+      `[remote "origin"]\n\turl = ${repo.remoteUrl}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n` +
+        `[user]\n\tname = orch\n\temail = orch@localhost\n[gc]\n\tauto = 0\n[branch]\n\tautoSetupMerge = false\n`,
+    );
+    const refs = [...new Set([start, opts.base])].map((b) => `+refs/remotes/origin/${b}:refs/remotes/origin/${b}`);
+    await git(['fetch', '--quiet', '--no-tags', repo.mirror, ...refs], { cwd: dir });
     const how = opts.detach ? ['--detach'] : ['-B', opts.branch];
-    // -f: a worktree whose directory vanished (crash, janitor) may still be registered
-    await git(['worktree', 'add', '--quiet', '-f', ...how, dir, from], { cwd: repo.mirror });
+    await git(['checkout', '--quiet', ...how, from], { cwd: dir });
     return { dir, from };
   });
 }
 
 async function removeWorktreeUnlocked(repo: ProjectRepo, dir: string): Promise<void> {
-  await git(['worktree', 'remove', '--force', dir], { cwd: repo.mirror, allowFail: true });
   await fs.rm(dir, { recursive: true, force: true });
+  // a task's tree made by an orch before 0.4 was a linked worktree of the mirror
   await git(['worktree', 'prune'], { cwd: repo.mirror, allowFail: true });
 }
 
@@ -177,10 +198,34 @@ async function removeWorktree(repo: ProjectRepo | null, dir: string): Promise<vo
   await withRepoLock(repo.mirror, () => removeWorktreeUnlocked(repo, dir));
 }
 
-/** Push the worktree's HEAD to the remote feature branch (fast-forward only; never forced). */
-export async function pushBranch(dir: string, branch: string): Promise<string> {
-  await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${branch}`], { cwd: dir });
-  return (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
+/** The task repository's git dir, refused when an agent replaced or redirected it. */
+async function trustedGitDir(repo: ProjectRepo, dir: string): Promise<string> {
+  const gitDir = path.join(dir, '.git');
+  const st = await fs.lstat(gitDir);
+  if (!st.isDirectory()) throw new Error(`${gitDir} is not the repository orch made (a ${st.isSymbolicLink() ? 'symlink' : 'file'}): refusing to push from it`);
+  if (await fs.access(path.join(gitDir, 'commondir')).then(() => true, () => false)) throw new Error(`${gitDir} has a commondir: refusing to push from it`);
+  const alternates = await fs.readFile(path.join(gitDir, 'objects', 'info', 'alternates'), 'utf8').catch(() => '');
+  const expected = `${await fs.realpath(path.join(repo.mirror, 'objects'))}\n`;
+  if (alternates !== expected) throw new Error(`${gitDir} borrows objects from elsewhere than its project's mirror: refusing to push from it`);
+  return gitDir;
+}
+
+/**
+ * Push the task repository's HEAD to the remote feature branch (fast-forward only; never
+ * forced). The commit is fetched into the mirror first (git's upload-pack runs in the task
+ * repository, nothing else does) and pushed from the mirror, whose config orch wrote.
+ */
+export async function pushBranch(repo: ProjectRepo, dir: string, branch: string, taskId: number): Promise<string> {
+  const gitDir = await trustedGitDir(repo, dir);
+  const ref = taskPushRef(String(taskId));
+  return withRepoLock(repo.mirror, async () => {
+    await git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', gitDir, `+HEAD:${ref}`], { cwd: repo.mirror });
+    const sha = (await git(['rev-parse', '--verify', `${ref}^{commit}`], { cwd: repo.mirror })).stdout;
+    await git(['-c', 'core.hooksPath=/dev/null', 'push', '--quiet', '--no-verify', 'origin', `${sha}:refs/heads/${branch}`], { cwd: repo.mirror });
+    // the mirror's view of the remote now has it too (the gates read it there)
+    await git(['update-ref', `refs/remotes/origin/${branch}`, sha], { cwd: repo.mirror });
+    return sha;
+  });
 }
 
 /** Remove a task's worktree on this host, and prune it from the project's mirror if there is one. */
@@ -197,7 +242,7 @@ export async function removeTaskWorktree(root: string, projectSlug: string, task
   if (!hasMirror) return;
   // and the task's local branch in the mirror (a cache that would otherwise grow forever)
   await withRepoLock(mirror, async () => {
-    const refs = await git(['for-each-ref', '--format=%(refname)', `refs/heads/orch/${taskId}-*`], { cwd: mirror, allowFail: true });
+    const refs = await git(['for-each-ref', '--format=%(refname)', `refs/heads/orch/${taskId}-*`, taskPushRef(String(taskId))], { cwd: mirror, allowFail: true });
     for (const ref of refs.stdout.split('\n').filter(Boolean)) await git(['update-ref', '-d', ref], { cwd: mirror, allowFail: true });
   });
 }
