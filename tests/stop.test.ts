@@ -92,7 +92,7 @@ describe('STOP of a running agent', () => {
     // In the sandbox a step ends with its command (the kernel ends its pid namespace), so the
     // command itself ignores TERM here; unsandboxed, its children ignoring it is enough.
     const sandboxed = (process.env.ORCH_TEST_SANDBOX ?? 'none') === 'bwrap';
-    const cmd = sandboxed ? { ORCH_AGENT_CMD: `trap '' TERM; ${ctl.env.ORCH_AGENT_CMD}` } : {};
+    const cmd: Record<string, string> = sandboxed ? { ORCH_AGENT_CMD: `trap '' TERM; ${ctl.env.ORCH_AGENT_CMD}` } : {};
     orch = await startOrch({ env: { ...ctl.env, ...cmd, ORCH_STOP_GRACE_S: '1' } });
     const t = await createTask(orch.rt.svc, { project: 'p', title: 'Stubborn agent' }, 'test');
     await orch.worker();

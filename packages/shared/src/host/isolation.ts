@@ -126,7 +126,7 @@ function under(p: string, dir: string): boolean {
 }
 
 /** The plan of one step: what it sees, what it may write. */
-export function sandboxPlan(config: Config, iso: Isolation, files: StepFiles, env: Record<string, string>, command: string | null): SandboxPlan {
+function sandboxPlan(config: Config, iso: Isolation, files: StepFiles, env: Record<string, string>, command: string | null): SandboxPlan {
   const uniq = (xs: Array<string | null>) => [...new Set(xs.filter((x): x is string => x !== null && x !== '/'))];
   const hide = uniq([os.homedir(), '/tmp', os.tmpdir(), '/run/postgresql', '/var/run/postgresql', '/dev/shm'].map(real));
   const shown = [ORCH_ROOT, ...(env.PATH ?? '').split(':'), ...(config.agent.sandbox.readOnly ?? [])];

@@ -76,7 +76,7 @@ export async function groupMembers(leader: number): Promise<number[]> {
  * The processes of the sandbox `outer` started, but for its pid 1 (bwrap's init, which exits
  * when its command does, and whose exit ends the namespace): what a stop's SIGTERM goes to.
  */
-export function sandboxMembers(outer: number): number[] {
+function sandboxMembers(outer: number): number[] {
   const procs = liveProcesses();
   const own = pidNamespace(process.pid);
   const init = procs.find((p) => p.ppid === outer && pidNamespace(p.pid) !== own);

@@ -72,7 +72,7 @@ export type IsolationDecision =
   | { sandbox: 'bwrap' | 'none'; warning: string | null }
   | { refuse: string };
 
-export const INSTALL_HINT = 'install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)';
+const INSTALL_HINT = 'install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap)';
 
 /** Which isolation a worker runs with, from ORCH_AGENT_SANDBOX and what the host can do. */
 export function decideIsolation(mode: SandboxMode, probe: SandboxProbe): IsolationDecision {
