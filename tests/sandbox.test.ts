@@ -290,8 +290,11 @@ describe.runIf(BWRAP_WORKS)('limits and the repository', () => {
     // the task repository borrows the mirror's objects and has its own refs
     expect(await fs.readFile(path.join(wt, '.git', 'objects', 'info', 'alternates'), 'utf8')).toBe(`${await fs.realpath(path.join(repo.mirror, 'objects'))}\n`);
     execFileSync('git', ['-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '--quiet', '--allow-empty', '-m', 'work'], { cwd: wt });
-    const sha = await pushBranch(repo, wt, 'orch/1-x', 1);
+    const { sha, pushed } = await pushBranch(repo, wt, 'orch/1-x', 1);
+    expect(pushed).toBe(true);
     expect(execFileSync('git', ['--git-dir', bare, 'rev-parse', 'orch/1-x']).toString().trim()).toBe(sha);
+    // a branch that did not move is not pushed again
+    expect(await pushBranch(repo, wt, 'orch/1-x', 1, { unlessAt: sha })).toEqual({ sha, pushed: false });
     // an agent replaces its .git with a link to another repository
     await fs.rename(path.join(wt, '.git'), path.join(wt, 'git-moved'));
     await fs.symlink(repo.mirror, path.join(wt, '.git'));

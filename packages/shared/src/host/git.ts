@@ -160,7 +160,7 @@ export async function prepareWorktree(
   repo: ProjectRepo,
   dir: string,
   opts: { branch: string; base: string; startAt?: 'branch' | 'base'; detach?: boolean },
-): Promise<{ dir: string; from: string }> {
+): Promise<{ dir: string; from: string; sha: string; branchExists: boolean }> {
   return withRepoLock(repo.mirror, async () => {
     await removeWorktreeUnlocked(repo, dir);
     const remoteBranch = await remoteBranchSha(repo, opts.branch);
@@ -179,7 +179,8 @@ export async function prepareWorktree(
     await git(['fetch', '--quiet', '--no-tags', repo.mirror, ...refs], { cwd: dir });
     const how = opts.detach ? ['--detach'] : ['-B', opts.branch];
     await git(['checkout', '--quiet', ...how, from], { cwd: dir });
-    return { dir, from };
+    const sha = (await git(['rev-parse', '--verify', `${from}^{commit}`], { cwd: repo.mirror })).stdout;
+    return { dir, from, sha, branchExists: remoteBranch !== null };
   });
 }
 
@@ -213,18 +214,28 @@ async function trustedGitDir(repo: ProjectRepo, dir: string): Promise<string> {
 /**
  * Push the task repository's HEAD to the remote feature branch (fast-forward only; never
  * forced). The commit is fetched into the mirror first (git's upload-pack runs in the task
- * repository, nothing else does) and pushed from the mirror, whose config orch wrote.
+ * repository, nothing else does) and pushed from the mirror, whose config orch wrote. With
+ * `unlessAt` (the remote branch's sha the repository was made at), a HEAD still there is not
+ * pushed: the agent made no commit.
  */
-export async function pushBranch(repo: ProjectRepo, dir: string, branch: string, taskId: number): Promise<string> {
+export async function pushBranch(
+  repo: ProjectRepo,
+  dir: string,
+  branch: string,
+  taskId: number,
+  opts: { unlessAt?: string } = {},
+): Promise<{ sha: string; pushed: boolean }> {
   const gitDir = await trustedGitDir(repo, dir);
   const ref = taskPushRef(String(taskId));
   return withRepoLock(repo.mirror, async () => {
     await git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', gitDir, `+HEAD:${ref}`], { cwd: repo.mirror });
     const sha = (await git(['rev-parse', '--verify', `${ref}^{commit}`], { cwd: repo.mirror })).stdout;
+    // the branch did not move (no commit): nothing to push
+    if (opts.unlessAt === sha) return { sha, pushed: false };
     await git(['-c', 'core.hooksPath=/dev/null', 'push', '--quiet', '--no-verify', 'origin', `${sha}:refs/heads/${branch}`], { cwd: repo.mirror });
     // the mirror's view of the remote now has it too (the gates read it there)
     await git(['update-ref', `refs/remotes/origin/${branch}`, sha], { cwd: repo.mirror });
-    return sha;
+    return { sha, pushed: true };
   });
 }
 

@@ -31,7 +31,7 @@ export const agentStep: Step = async (ctx, rj, s) => {
   const actor = `worker:${ctx.workerId}`;
   const branch = task.branch!;
   const wt = worktreePath(svc.config.worktreeRoot, project.slug, task.id);
-  await prepareWorktree(repo, wt, { branch, base: project.base_branch });
+  const prepared = await prepareWorktree(repo, wt, { branch, base: project.base_branch });
   rj.checkpoint();
 
   const dirs = jobDirs(ctx, project, job);
@@ -161,8 +161,10 @@ export const agentStep: Step = async (ctx, rj, s) => {
     await insertArtefact(svc.db, { taskId: task.id, jobId: job.id, stage: job.stage, name: 'test.log', content: test.tail });
   }
 
-  const sha = await pushBranch(repo, wt, branch, task.id);
-  await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_pushed', actor, data: { branch, sha } });
+  // a branch the remote has, at the commit the agent started from: nothing moved, nothing to push
+  const { sha, pushed } = await pushBranch(repo, wt, branch, task.id, { unlessAt: prepared.branchExists ? prepared.sha : undefined });
+  if (pushed) await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_pushed', actor, data: { branch, sha } });
+  else log.info({ branch, sha }, 'the agent made no commit: nothing to push');
   if (job.stage === 'implementation') {
     const pr = await forge.ensurePullRequest({ head: branch, base: project.base_branch, title: task.title, body: pullRequestBody(task, svc.config.api), taskId: task.id });
     await recordPullRequest(svc.db, svc.config.api, task, project, pr, { stage: job.stage, sha, analysis: analysis?.content });
