@@ -83,10 +83,43 @@ export async function createBareRepo(dir: string, setup?: (staging: string) => P
   }
 }
 
+/**
+ * Fetches of one mirror in this process coalesce: a caller is served by the first fetch that
+ * starts after it asked — while one runs, every new caller waits for the one next fetch, which
+ * serves them all. N jobs starting together cost two fetches, not N in a row.
+ */
+const fetches = new Map<string, { running: Promise<void> | null; next: Promise<void> | null }>();
+function coalesced(key: string, run: () => Promise<void>): Promise<void> {
+  let state = fetches.get(key);
+  if (!state) fetches.set(key, (state = { running: null, next: null }));
+  const st = state;
+  const start = () => (st.running = run().finally(() => (st.running = null)));
+  if (!st.running) return start();
+  st.next ??= st.running
+    .catch(() => undefined)
+    .then(() => {
+      st.next = null;
+      return start();
+    });
+  return st.next;
+}
+
+/** A git command that another process (or fetch) of this host may hold a ref lock against: retried. */
+async function retryOnLock<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= 5 || !/lock/i.test((err as Error).message)) throw err;
+      await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+    }
+  }
+}
+
 /** Create (first time) and fetch the host-local mirror of a project's remote. */
 export async function syncMirror(root: string, projectSlug: string, remoteUrl: string): Promise<ProjectRepo> {
   const mirror = path.join(root, projectSlug, 'mirror.git');
-  return withRepoLock(mirror, async () => {
+  await withRepoLock(mirror, async () => {
     const config = await fs.readFile(path.join(mirror, 'config'), 'utf8').catch(() => null);
     if (config === null) {
       await createBareRepo(mirror, async (staging) => {
@@ -94,22 +127,17 @@ export async function syncMirror(root: string, projectSlug: string, remoteUrl: s
         await git(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*'], { cwd: staging });
         await git(['config', 'user.name', 'orch'], { cwd: staging });
         await git(['config', 'user.email', 'orch@localhost'], { cwd: staging });
+        await git(['config', 'gc.auto', '0'], { cwd: staging });
       });
-    } else if (!config.includes(`url = ${remoteUrl}\n`)) {
-      await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
+    } else {
+      if (!config.includes(`url = ${remoteUrl}\n`)) await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
+      // task repositories borrow its objects: no automatic gc may prune one from under them
+      if (!/^\s*auto = 0$/m.test(config)) await git(['config', 'gc.auto', '0'], { cwd: mirror });
     }
-    // Another process on this host may be fetching into the same mirror: ref locks are retried.
-    for (let i = 0; ; i++) {
-      try {
-        await git(['fetch', '--quiet', '--prune', 'origin'], { cwd: mirror });
-        break;
-      } catch (err) {
-        if (i >= 5 || !/lock/i.test((err as Error).message)) throw err;
-        await new Promise((r) => setTimeout(r, 100 * (i + 1)));
-      }
-    }
-    return { mirror, remoteUrl };
   });
+  // Another process on this host may be fetching into the same mirror: ref locks are retried.
+  await coalesced(mirror, () => retryOnLock(() => git(['fetch', '--quiet', '--prune', 'origin'], { cwd: mirror })).then(() => undefined));
+  return { mirror, remoteUrl };
 }
 
 async function remoteBranchSha(repo: ProjectRepo, branch: string): Promise<string | null> {
@@ -161,7 +189,8 @@ export async function prepareWorktree(
   dir: string,
   opts: { branch: string; base: string; startAt?: 'branch' | 'base'; detach?: boolean },
 ): Promise<{ dir: string; from: string; sha: string; branchExists: boolean }> {
-  return withRepoLock(repo.mirror, async () => {
+  // the task's own lock: it only reads the mirror, so other tasks' repositories do not wait
+  return withRepoLock(dir, async () => {
     await removeWorktreeUnlocked(repo, dir);
     const remoteBranch = await remoteBranchSha(repo, opts.branch);
     const start = opts.startAt !== 'base' && remoteBranch ? opts.branch : opts.base;
@@ -186,8 +215,10 @@ export async function prepareWorktree(
 
 async function removeWorktreeUnlocked(repo: ProjectRepo, dir: string): Promise<void> {
   await fs.rm(dir, { recursive: true, force: true });
-  // a task's tree made by an orch before 0.4 was a linked worktree of the mirror
-  await git(['worktree', 'prune'], { cwd: repo.mirror, allowFail: true });
+  // a task's tree made by an orch before the task repositories was a linked worktree of the mirror
+  if (await fs.access(path.join(repo.mirror, 'worktrees')).then(() => true, () => false)) {
+    await withRepoLock(repo.mirror, () => git(['worktree', 'prune'], { cwd: repo.mirror, allowFail: true }));
+  }
 }
 
 /** Remove a task's worktree (idempotent). */
@@ -196,7 +227,7 @@ async function removeWorktree(repo: ProjectRepo | null, dir: string): Promise<vo
     await fs.rm(dir, { recursive: true, force: true });
     return;
   }
-  await withRepoLock(repo.mirror, () => removeWorktreeUnlocked(repo, dir));
+  await withRepoLock(dir, () => removeWorktreeUnlocked(repo, dir));
 }
 
 /** The task repository's git dir, refused when an agent replaced or redirected it. */
@@ -227,14 +258,15 @@ export async function pushBranch(
 ): Promise<{ sha: string; pushed: boolean }> {
   const gitDir = await trustedGitDir(repo, dir);
   const ref = taskPushRef(String(taskId));
-  return withRepoLock(repo.mirror, async () => {
-    await git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', gitDir, `+HEAD:${ref}`], { cwd: repo.mirror });
+  // the task's own lock: its ref in the mirror is its own, so other tasks' pushes do not wait
+  return withRepoLock(dir, async () => {
+    await retryOnLock(() => git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', gitDir, `+HEAD:${ref}`], { cwd: repo.mirror }));
     const sha = (await git(['rev-parse', '--verify', `${ref}^{commit}`], { cwd: repo.mirror })).stdout;
     // the branch did not move (no commit): nothing to push
     if (opts.unlessAt === sha) return { sha, pushed: false };
     await git(['-c', 'core.hooksPath=/dev/null', 'push', '--quiet', '--no-verify', 'origin', `${sha}:refs/heads/${branch}`], { cwd: repo.mirror });
     // the mirror's view of the remote now has it too (the gates read it there)
-    await git(['update-ref', `refs/remotes/origin/${branch}`, sha], { cwd: repo.mirror });
+    await retryOnLock(() => git(['update-ref', `refs/remotes/origin/${branch}`, sha], { cwd: repo.mirror }));
     return { sha, pushed: true };
   });
 }
