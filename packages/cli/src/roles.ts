@@ -4,17 +4,12 @@
  * runtime, in this order, and stops them in the same order — intake first, then the worker
  * (finishing or releasing its jobs), then the reaper — before the database.
  */
-import { createApp } from '@orch/api/app';
-import { PortInUseError, serveApp } from '@orch/api/serve';
-import { createReaper } from '@orch/reaper/reaper';
-import { createAgent } from '@orch/shared/agents/index';
-import { SandboxUnavailableError } from '@orch/shared/host/isolation';
 import type { Logger } from '@orch/shared/runtime/logger';
 import type { Runtime } from '@orch/shared/runtime/process-runtime';
-import { createTracker } from '@orch/shared/tracker/index';
-import { createWorker } from '@orch/worker/worker';
 import { CliError } from './context.ts';
-import { startTrackerLoops } from './tracker-loops.ts';
+
+// Each role loads its own code when it starts (dynamic imports): an `orch worker` does not hold
+// the API's routes and schemas, nor the reaper's tracker (its HTML converter), in memory.
 
 export interface RoleOptions {
   /** api: the port (default ORCH_API_PORT) */
@@ -37,6 +32,11 @@ export const ROLES = {
     name: 'orch-api',
     superviseBoss: false,
     async start(rt, log, opts) {
+      const [{ createApp }, { PortInUseError, serveApp }, { createTracker }] = await Promise.all([
+        import('@orch/api/app'),
+        import('@orch/api/serve'),
+        import('@orch/shared/tracker/index'),
+      ]);
       const { api } = rt.svc.config;
       const app = createApp({ db: rt.svc.db, boss: rt.svc.boss, config: rt.svc.config, log: rt.svc.log, tracker: createTracker(rt.svc.config, { db: rt.svc.db, log: rt.svc.log }) });
       const port = opts.port ?? api.port;
@@ -53,6 +53,11 @@ export const ROLES = {
     name: 'orch-worker',
     superviseBoss: false,
     async start(rt, log) {
+      const [{ createWorker }, { createAgent }, { SandboxUnavailableError }] = await Promise.all([
+        import('@orch/worker/worker'),
+        import('@orch/shared/agents/index'),
+        import('@orch/shared/host/isolation'),
+      ]);
       const worker = createWorker({ svc: rt.svc, agent: await createAgent(rt.svc.config), connectionString: rt.connectionString, log });
       await worker.start().catch((err: Error) => {
         if (err instanceof SandboxUnavailableError) throw new CliError(err.message);
@@ -65,6 +70,7 @@ export const ROLES = {
     name: 'orch-reaper',
     superviseBoss: true,
     async start(rt, log) {
+      const [{ createReaper }, { startTrackerLoops }] = await Promise.all([import('@orch/reaper/reaper'), import('./tracker-loops.ts')]);
       const reaper = createReaper({ svc: rt.svc, connectionString: rt.connectionString, log });
       reaper.start();
       const trackerLoops = startTrackerLoops(rt, log);
