@@ -6,11 +6,14 @@
  */
 import { sql } from 'kysely';
 import { afterEach, describe, expect, it } from 'vitest';
-import { claimNextJob, type Claimer } from '@orch/shared/db/queries/jobs';
+import { startAgentRun, recordAgentExit } from '@orch/shared/db/queries/agent-runs';
+import { insertArtefact } from '@orch/shared/db/queries/artefacts';
+import { claimNextJob, listTaskJobs, type Claimer } from '@orch/shared/db/queries/jobs';
 import { requestCancel } from '@orch/shared/cancel';
 import { registerWorker } from '@orch/shared/db/queries/workers';
+import { finalizeJob } from '@orch/shared/pipeline/finalize';
 import { createTask } from '@orch/shared/pipeline/tasks';
-import { startOrch, type Orch } from './support/harness.ts';
+import { startOrch, waitFor, type Orch } from './support/harness.ts';
 
 let orch: Orch | undefined;
 afterEach(async () => {
@@ -86,5 +89,61 @@ describe('caps under concurrent claims across projects', () => {
     expect(after).toHaveLength(6);
     expect(after.every((r) => r.n === 1)).toBe(true);
     expect((await Promise.all(wide.map((c) => claimNextJob(db, c)))).filter(Boolean)).toHaveLength(0);
+  });
+});
+
+describe('stage affinity', () => {
+  it('the next stage records the host that ran the previous one', async () => {
+    orch = await startOrch();
+    const { db } = orch.rt.svc;
+    const task = await createTask(orch.rt.svc, { project: 'p', title: 'affinity' }, 'test');
+    const job = (await claimNextJob(db, await claimer(orch, 'wa', 'host-a')))!;
+    expect(job.preferred_host).toBeNull(); // a task's first job prefers nobody
+    const run = await startAgentRun(db, { jobId: job.id, agent: 'test', host: 'host-a', pid: null });
+    await recordAgentExit(db, run.id, { exitCode: 0, signal: null, costUsd: null, tokensIn: null, tokensOut: null, logTail: '', error: null });
+    await insertArtefact(db, { taskId: task.id, jobId: job.id, stage: 'analysis', name: 'analysis.md', content: '# plan' });
+    expect((await finalizeJob(orch.rt.svc, job.id, 'test')).kind).toBe('finalized');
+    const next = (await listTaskJobs(db, task.id)).at(-1)!;
+    expect(next).toMatchObject({ stage: 'implementation', status: 'queued', preferred_host: 'host-a' });
+  });
+
+  it('a job preferring host A: host B does not take it before the wait and does after it; host A takes one at once', async () => {
+    const waitMs = 1000;
+    orch = await startOrch({ env: { ORCH_MAX_CONCURRENCY: '10' }, project: { max_concurrency: 10 } });
+    const { db } = orch.rt.svc;
+    const a = await claimer(orch, 'wa', 'host-a', { affinityWaitMs: waitMs });
+    const b = await claimer(orch, 'wb', 'host-b', { affinityWaitMs: waitMs });
+    const t1 = await createTask(orch.rt.svc, { project: 'p', title: 't1' }, 'test');
+    const t2 = await createTask(orch.rt.svc, { project: 'p', title: 't2' }, 'test');
+    // both became due just now (database clock) and prefer host A
+    await sql`UPDATE jobs SET preferred_host = 'host-a', run_after = now() WHERE status = 'queued'`.execute(db);
+
+    expect(await claimNextJob(db, b)).toBeNull();
+    expect(await claimNextJob(db, { ...b, affinityWaitMs: 0 }).then((j) => j?.task_id)).toBe(t1.id); // 0 = no preference
+    expect((await claimNextJob(db, a))?.task_id).toBe(t2.id);
+
+    const t3 = await createTask(orch.rt.svc, { project: 'p', title: 't3' }, 'test');
+    await sql`UPDATE jobs SET preferred_host = 'host-a', run_after = now() WHERE task_id = ${t3.id}`.execute(db);
+    expect(await claimNextJob(db, b)).toBeNull();
+    await new Promise((r) => setTimeout(r, waitMs + 100));
+    expect((await claimNextJob(db, b))?.task_id).toBe(t3.id);
+  });
+
+  it('a worker of another host woken for a job preferring host A claims it once the wait is over, not at its next poll', async () => {
+    orch = await startOrch({ env: { ORCH_AFFINITY_WAIT_MS: '400', ORCH_DISPATCH_POLL_S: '60' } });
+    const { db } = orch.rt.svc;
+    const task = await createTask(orch.rt.svc, { project: 'p', title: 'left to host A' }, 'test');
+    const [queued] = await listTaskJobs(db, task.id);
+    await sql`UPDATE jobs SET preferred_host = 'host-a', run_after = now() WHERE id = ${queued!.id}`.execute(db);
+    const b = await orch.worker({ env: { ORCH_HOST_ID: 'host-b' }, id: 'wb' }); // its start-up drain leaves the job alone
+    await new Promise((r) => setTimeout(r, 100));
+    expect(b.stats.claimed).toBe(0);
+    await sql`SELECT pg_notify('orch_dispatch', ${`${queued!.id}@host-a`})`.execute(db); // the wake enqueueJob sends
+    await waitFor(async () => b.stats.claimed === 1, 5000, 'host B claims after the wait');
+    const r = await sql<{ waited_s: number; worker_id: string }>`
+      SELECT extract(epoch FROM started_at - run_after)::float8 AS waited_s, worker_id FROM jobs WHERE id = ${queued!.id}`.execute(db);
+    expect(r.rows[0]!.worker_id).toBe('wb');
+    expect(r.rows[0]!.waited_s).toBeGreaterThanOrEqual(0.4);
+    expect(r.rows[0]!.waited_s).toBeLessThan(5);
   });
 });
