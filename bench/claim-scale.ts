@@ -7,7 +7,8 @@
  * the history. Each claim that takes the job is undone (back to queued) before the next one, so
  * every sample sees the same table. Beside it, the empty claim transaction (BEGIN, the fleet
  * claim lock, COMMIT): the claim's cost over that floor is what the lock is held for beyond its
- * round trips. Figures only; the bench also checks that the right job was claimed.
+ * round trips; and four claimers at once, whose claims queue on that lock, so their rate bounds
+ * how long each holds it. Figures only; the bench also checks that the right job was claimed.
  */
 import { createDb } from '../packages/shared/src/db/client.ts';
 import { claimNextJob, type Claimer } from '../packages/shared/src/db/queries/jobs.ts';
@@ -21,6 +22,8 @@ const HISTORY = 1_000_000;
 const BUDGET_MS = 3_000;
 const MIN = 20;
 const MAX = 300;
+const CONTENDERS = 4;
+const CONTENDED_MS = 3_000;
 
 export async function benchClaimScale(): Promise<Section[]> {
   const bench = await createBenchDatabase();
@@ -107,12 +110,35 @@ export async function benchClaimScale(): Promise<Section[]> {
       }
     };
 
+    /** CONTENDERS claimers at once for CONTENDED_MS, nothing claimable: the claims serialize on the lock */
+    const contended = async (): Promise<{ perS: number; usPerClaim: number }> => {
+      await setClaimable(false);
+      const c = createDb(bench.url, { max: CONTENDERS, applicationName: 'orch-bench-claim-contended' });
+      try {
+        let n = 0;
+        const t0 = nowMs();
+        await Promise.all(
+          Array.from({ length: CONTENDERS }, async () => {
+            while (nowMs() - t0 < CONTENDED_MS) {
+              await claimNextJob(c.db, claimer);
+              n++;
+            }
+          }),
+        );
+        const wall = nowMs() - t0;
+        return { perS: (n / wall) * 1000, usPerClaim: (wall * 1000) / n };
+      } finally {
+        await c.close();
+      }
+    };
+
     let queued = 0;
     for (const n of SCALES) {
       await addJobs(cap!.id, n - queued, 'queued');
       queued = n;
       await row(queued, 0);
     }
+    const busy = await contended();
     // a long history: finished jobs of finished tasks, ten per task
     await addJobs(cap!.id, HISTORY / 10, 'done', 'done', 10);
     await row(queued, HISTORY);
@@ -126,6 +152,7 @@ export async function benchClaimScale(): Promise<Section[]> {
           `job on the row: ${jobHasProject ? 'yes (migration 0006)' : 'no (schema before migration 0006)'}`,
           `floor, the empty claim transaction (BEGIN, claim lock, COMMIT): p50 ${fmt(f.p50, 2)} ms, p99 ${fmt(f.p99, 2)} ms; the claim's excess over it is the statement, which runs under the lock`,
           'claim = `claimNextJob` as a worker calls it (its whole transaction, round trips included), one connection, no other load',
+          `${CONTENDERS} claimers at once at ${queued.toLocaleString('en-US')} queued, nothing claimable: ${fmt(busy.perS, 0)} claims/s, one per ${fmt(busy.usPerClaim, 0)} µs — an upper bound of how long each holds the fleet claim lock, since they queue on it`,
         ],
         header: ['queued behind the cap', 'finished jobs', 'claimable', 'n', 'p50 ms', 'p99 ms', 'max ms', 'claimed'],
         rows,
