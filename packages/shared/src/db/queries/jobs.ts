@@ -101,7 +101,6 @@ export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> 
       WITH heads AS (
         SELECT head.id, head.run_after
         FROM projects p
-        CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM jobs WHERE project_id = p.id AND status = 'running') r
         CROSS JOIN LATERAL (
           SELECT j.id, j.run_after
           FROM jobs j
@@ -116,7 +115,7 @@ export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> 
           ORDER BY j.project_id, j.run_after, j.id -- jobs_queued_project's order: the head is its first entry
           LIMIT 1
         ) head
-        WHERE r.n < p.max_concurrency
+        WHERE (SELECT count(*) FROM jobs r WHERE r.project_id = p.id AND r.status = 'running') < p.max_concurrency
           AND (SELECT count(*) FROM jobs WHERE status = 'running') < ${c.maxConcurrency}
       ),
       pick AS (
