@@ -59,7 +59,7 @@ function bossDb(tx: Kysely<Database>) {
 /**
  * Send a wake token inside `tx` (and NOTIFY idle workers when it is due now).
  * `jobId` is a hint for logs; workers always claim the oldest claimable job. The NOTIFY payload
- * is the job id, and `@<host>` when the job prefers a host (see `dispatchPayload`).
+ * is the job id, and `@<host>` when the job prefers a host (`dispatchPreferredHost` reads it).
  */
 export async function sendDispatch(
   boss: PgBoss,
