@@ -33,6 +33,9 @@ export async function benchClaimScale(): Promise<Section[]> {
     const q = async <R extends object = Record<string, unknown>>(text: string, values: unknown[] = []) => (await pool.query<R>(text, values)).rows;
     // the same bench measures the schema before migration 0006 (no project on the job row)
     const jobHasProject = (await q(`SELECT 1 FROM information_schema.columns WHERE table_name = 'jobs' AND column_name = 'project_id'`)).length > 0;
+    // the bench vacuums before each row itself; autovacuum waking in the middle of one is noise
+    await q('ALTER TABLE jobs SET (autovacuum_enabled = off)');
+    await q('ALTER TABLE tasks SET (autovacuum_enabled = off)');
     const [cap] = await q<{ id: number }>(`INSERT INTO projects (slug, repo_url, max_concurrency) VALUES ('capped', 'bench', 1) RETURNING id`);
     const [free] = await q<{ id: number }>(`INSERT INTO projects (slug, repo_url, max_concurrency) VALUES ('free', 'bench', 10) RETURNING id`);
     await registerWorker(db, { id: 'bench-w', host: 'bench-host', pid: process.pid, slots: 100 });

@@ -99,10 +99,10 @@ export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> 
     await takeClaimLock(tx);
     const claimed = await sql<Job>`
       WITH heads AS (
-        SELECT head.id, head.run_after
+        SELECT head.id
         FROM projects p
         CROSS JOIN LATERAL (
-          SELECT j.id, j.run_after
+          SELECT j.id
           FROM jobs j
           JOIN tasks t ON t.id = j.task_id
           WHERE j.project_id = p.id
@@ -119,13 +119,15 @@ export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> 
           AND (SELECT count(*) FROM jobs WHERE status = 'running') < ${c.maxConcurrency}
       ),
       pick AS (
+        -- the heads by primary key: a join here may be planned as a hash join over all of jobs
+        -- (projects is small and seldom analyzed, so its row estimate is a guess)
         SELECT j.id
-        FROM heads h
-        JOIN jobs j ON j.id = h.id
-        WHERE j.status = 'queued'
-        ORDER BY h.run_after, h.id
+        FROM jobs j
+        WHERE j.id = ANY(ARRAY(SELECT id FROM heads))
+          AND j.status = 'queued'
+        ORDER BY j.run_after, j.id
         LIMIT 1
-        FOR UPDATE OF j SKIP LOCKED
+        FOR UPDATE SKIP LOCKED
       )
       UPDATE jobs
       SET status = 'running', worker_id = ${c.workerId}, host = ${c.host}, pid = ${c.pid}, started_at = now(), heartbeat_at = now()
