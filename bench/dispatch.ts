@@ -18,12 +18,12 @@ import { renderPrompt } from '../packages/shared/src/prompts.ts';
 import { execa } from './deps.ts';
 import { LATENCY_HEADER, fmt, latencyRow, nowMs, sleep, startBenchOrch, summary, waitFor, type Section } from './support.ts';
 
-const AGENT = 'date +%s%N > "$ORCH_ARTEFACT_DIR/../started"; exit 1';
+const AGENT = 'date +%s%N > "$ORCH_ARTEFACT_DIR/started"; exit 1';
 
-export async function benchDispatch(opts: { samples?: number } = {}): Promise<Section[]> {
-  const samples = opts.samples ?? 200;
+/** Enqueue → agent started samples with one idle worker (ORCH_AGENT_SANDBOX as given, default auto). */
+export async function dispatchSamples(samples: number, env: Record<string, string> = {}): Promise<{ endToEnd: number[]; claim: number[]; spawn: number[]; runRow: number[] }> {
   const warmup = 5;
-  const orch = await startBenchOrch({ ORCH_AGENT: 'command', ORCH_AGENT_CMD: AGENT, ORCH_JOB_MAX_ATTEMPTS: '1' });
+  const orch = await startBenchOrch({ ORCH_AGENT: 'command', ORCH_AGENT_CMD: AGENT, ORCH_JOB_MAX_ATTEMPTS: '1', ...env });
   const { pool } = orch.rt.svc;
   const endToEnd: number[] = [];
   const claim: number[] = [];
@@ -45,7 +45,7 @@ export async function benchDispatch(opts: { samples?: number } = {}): Promise<Se
         [task.id],
       );
       const job = row.rows[0]!;
-      const startedFile = path.join(orch.config.worktreeRoot, 'p', 'runs', String(task.id), String(job.id), 'started');
+      const startedFile = path.join(orch.config.worktreeRoot, 'p', 'runs', String(task.id), String(job.id), 'artefacts', 'started');
       const agentStartMs = Number(BigInt((await fs.readFile(startedFile, 'utf8')).trim()) / 1000n) / 1000;
       if (i >= warmup) {
         const claimedMs = Number(job.started_ms);
@@ -59,7 +59,13 @@ export async function benchDispatch(opts: { samples?: number } = {}): Promise<Se
   } finally {
     await orch.close();
   }
+  return { endToEnd, claim, spawn, runRow };
+}
 
+export async function benchDispatch(opts: { samples?: number } = {}): Promise<Section[]> {
+  const samples = opts.samples ?? 200;
+  const warmup = 5;
+  const { endToEnd, claim, spawn, runRow } = await dispatchSamples(samples);
   // What the worker does between claim and spawn, timed in isolation on a scratch repo.
   const parts = await componentTimings();
 
@@ -76,7 +82,7 @@ export async function benchDispatch(opts: { samples?: number } = {}): Promise<Se
         ...parts,
       ],
       notes: [
-        `${samples} samples after ${warmup} warm-up; agent = \`${AGENT}\` via ORCH_AGENT=command; worker in-process, default heartbeat/poll settings.`,
+        `${samples} samples after ${warmup} warm-up; agent = \`${AGENT}\` via ORCH_AGENT=command; worker in-process, default heartbeat/poll settings, ORCH_AGENT_SANDBOX=auto (bubblewrap where it works; \`node bench/run.ts sandbox\` compares on and off).`,
         `target p50 < 10 ms: ${s.p50 < 10 ? 'met' : 'NOT met'} (${fmt(s.p50)} ms); target p99 < 50 ms: ${s.p99 < 50 ? 'met' : 'NOT met'} (${fmt(s.p99)} ms).`,
         'enqueue time = createTask() resolved (commit acknowledged); agent start = the agent\'s own `date +%s%N`; jobs.started_at = now() of the claim transaction (same host clock).',
         'rows marked "isolated" time one step of the claim→spawn path alone (same git/Postgres, no worker around it); the spawn path runs them in sequence.',
@@ -126,7 +132,7 @@ async function componentTimings(n = 40): Promise<string[][]> {
     }
     return [
       latencyRow('  isolated: syncMirror (git remote set-url + fetch)', sync),
-      latencyRow('  isolated: prepareWorktree (worktree remove/prune/rev-parse/add)', wt),
+      latencyRow('  isolated: prepareWorktree (task repository: rm, init, alternates, fetch from the mirror, checkout)', wt),
       latencyRow('  isolated: execa sh -c → agent\'s first instruction', sh),
       latencyRow('  isolated: claimNextJob transaction (nothing claimable)', claimTx),
       latencyRow('  isolated: 4 row reads + artefact dir + prompt render/write', rest),

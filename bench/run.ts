@@ -1,5 +1,5 @@
 /**
- * `node bench/run.ts [dispatch|overhead|throughput|requeue|stop|claim-scale|all]` — prints a markdown table
+ * `node bench/run.ts [dispatch|overhead|throughput|requeue|stop|sandbox|claim-scale|all]` — prints a markdown table
  * per benchmark and writes the same to bench/results/latest.md. Figures only: no assertion on time.
  */
 import fs from 'node:fs/promises';
@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<Section[]>> = {
   throughput: async () => (await import('./throughput.ts')).benchThroughput(),
   requeue: async () => (await import('./requeue.ts')).benchRequeue(),
   stop: async () => (await import('./stop.ts')).benchStop(),
+  sandbox: async () => (await import('./sandbox.ts')).benchSandbox(),
   'claim-scale': async () => (await import('./claim-scale.ts')).benchClaimScale(),
 };
 

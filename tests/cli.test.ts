@@ -53,7 +53,7 @@ describe('orch status', () => {
     const json = await orch.spawn(['status', '--json']);
     expect(json.exitCode).toBe(0);
     const snap = JSON.parse(String(json.stdout)) as Record<string, unknown>;
-    expect(Object.keys(snap).sort()).toEqual(['jobs', 'merge', 'reaper', 'stop', 'workers']);
+    expect(Object.keys(snap).sort()).toEqual(['jobs', 'merge', 'reaper', 'stop', 'warnings', 'workers']);
     expect(snap.jobs).toMatchObject({ counts: { queued: expect.any(Number), running: expect.any(Number) }, running: expect.any(Array) });
   });
 });

@@ -148,6 +148,13 @@ describe('dashboard in Chromium', () => {
     const runningRow = page.locator('#running tbody tr').first();
     await expect.poll(() => runningRow.textContent(), { timeout: 5000 }).toContain('analysis');
     expect(await page.textContent('#workers')).toContain('test-host');
+    // its agents run unsandboxed (the suite's ORCH_AGENT_SANDBOX, unless ORCH_TEST_SANDBOX=bwrap): a banner says so
+    if (orch.config.agent.sandbox.mode !== 'bwrap') {
+      expect(await page.textContent('#warnings')).toContain('test-host: agents run unsandboxed');
+      expect(await shownAt(page, '#warnings')).toBe(true);
+    } else {
+      expect(await page.textContent('#workers')).toContain('bwrap');
+    }
     expect(await page.textContent('#reaper')).toContain('leader');
     expect(await page.textContent('#merge')).toContain('no merge lease held');
 

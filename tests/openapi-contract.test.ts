@@ -78,7 +78,14 @@ beforeAll(async () => {
   await worker.stop();
 
   // 2. what a running fleet looks like, written by the functions the fleet writes it with
-  await registerWorker(svc.db, { id: 'contract-worker', host: 'test-host', pid: process.pid, slots: 2 });
+  // a worker whose agents run unsandboxed (its warning is in the snapshot)
+  await registerWorker(svc.db, {
+    id: 'contract-worker',
+    host: 'test-host',
+    pid: process.pid,
+    slots: 2,
+    isolation: { sandbox: 'none', network: 'on', limits: 'no limits (off)', warning: 'agents run unsandboxed (ORCH_AGENT_SANDBOX=none)' },
+  });
   await heartbeatWorker(svc.db, 'contract-worker');
   ids.live = (await createTask(svc, { project: 'p', title: 'agent exited, still finalizing' }, 'test')).id;
   const job = await claimNextJob(svc.db, { workerId: 'contract-worker', host: 'test-host', pid: process.pid, maxConcurrency: 10 });

@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getTask } from '@orch/shared/db/queries/tasks';
+import { listEvents } from '@orch/shared/db/queries/events';
 import { listTaskJobs } from '@orch/shared/db/queries/jobs';
 import { worktreePath } from '@orch/shared/host/git';
 import { createTask } from '@orch/shared/pipeline/tasks';
@@ -32,6 +33,10 @@ describe('pipeline, in-process worker and reaper', () => {
       ['merge', 'done'],
     ]);
     expect(await filesOnBranch(orch.repo, 'main')).toContain(`orch-demo/task-${task.id}.md`);
+    // pushed only what moved: the branch made by analysis, the commit of implementation; the
+    // review made no commit, so nothing was pushed after it
+    const pushes = await listEvents(orch.rt.svc.db, task.id).then((es) => es.filter((e) => e.kind === 'branch_pushed'));
+    expect(pushes.map((e) => jobs.find((j) => j.id === e.job_id)?.stage)).toEqual(['analysis', 'implementation']);
     // the feature branch goes right after the task reaches done
     await waitFor(async () => (await branchesOf(orch!.repo)).join() === 'main', 10_000, 'feature branches deleted');
     // and the task's files on this host: its worktree and the run dirs of its four jobs

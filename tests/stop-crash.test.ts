@@ -48,14 +48,27 @@ async function crashMidCancel(leaderIgnoresTerm: boolean): Promise<void> {
   expect(job.pid).toBe(worker.pid);
 
   await requestCancel(orch.rt.svc, t.id, 'test');
+  if (orch.config.agent.sandbox.mode === 'bwrap' && !leaderIgnoresTerm) {
+    // in the sandbox the agent's namespace ends with its command: the leader obeyed TERM, so
+    // its TERM-ignoring children went with it, and the cancel completes without waiting
+    await waitStage(orch, t.id, 'cancelled', 10_000);
+    for (const p of procs) expect(await liveProcess(p)).toBe(false);
+    worker.kill('SIGKILL');
+    return;
+  }
   await sleep(600); // the worker has seen the cancel (poll 0.2 s) and is waiting out its grace
   expect((await taskRow(orch, t.id)).stage).toBe('implementation');
   const tKill = Date.now();
   worker.kill('SIGKILL');
   await worker;
-  // the agent ignores TERM and lives in its own session: it survived its worker
   await sleep(300);
-  expect((await groupMembers(pid)).length).toBeGreaterThan(0);
+  if (orch.config.agent.sandbox.mode === 'bwrap') {
+    // in the sandbox (--die-with-parent) the kernel ends the agent's pid namespace with its worker
+    expect(await groupMembers(pid)).toEqual([]);
+  } else {
+    // unsandboxed, the agent ignores TERM and lives in its own session: it survived its worker
+    expect((await groupMembers(pid)).length).toBeGreaterThan(0);
+  }
 
   const reaper = await orch.reaper();
   reaper.start();

@@ -89,7 +89,11 @@ describe('STOP of a running agent', () => {
   it('TC-03: an agent ignoring SIGTERM is SIGKILLed after ORCH_STOP_GRACE_S (1 s) — no survivor', async () => {
     const ctl = await agentControl();
     await ctl.mode('analysis', 'ignore-term');
-    orch = await startOrch({ env: { ...ctl.env, ORCH_STOP_GRACE_S: '1' } });
+    // In the sandbox a step ends with its command (the kernel ends its pid namespace), so the
+    // command itself ignores TERM here; unsandboxed, its children ignoring it is enough.
+    const sandboxed = (process.env.ORCH_TEST_SANDBOX ?? 'none') === 'bwrap';
+    const cmd: Record<string, string> = sandboxed ? { ORCH_AGENT_CMD: `trap '' TERM; ${ctl.env.ORCH_AGENT_CMD}` } : {};
+    orch = await startOrch({ env: { ...ctl.env, ...cmd, ORCH_STOP_GRACE_S: '1' } });
     const t = await createTask(orch.rt.svc, { project: 'p', title: 'Stubborn agent' }, 'test');
     await orch.worker();
     (await orch.reaper()).start();

@@ -40,7 +40,8 @@ export default async function setup(project: TestProject) {
     adminUrl = withDatabase(e.url, 'postgres');
     stopEmbedded = e.stop;
   }
-  const template = `orch_tpl_${process.pid}`;
+  // one template per vitest project (the suite runs as two: unsandboxed and sandboxed)
+  const template = `orch_tpl_${process.pid}${project.name ? `_${project.name.replace(/\W/g, '')}` : ''}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS ${template}`);

@@ -103,6 +103,9 @@ export interface Orch {
 
 const FAST_ENV: Record<string, string> = {
   ORCH_AGENT: 'demo',
+  // the suite runs unsandboxed unless ORCH_TEST_SANDBOX says otherwise; the sandbox's own tests
+  // (and the STOP, chaos and reaper suites' sandboxed runs) set ORCH_AGENT_SANDBOX=bwrap themselves
+  ORCH_AGENT_SANDBOX: process.env.ORCH_TEST_SANDBOX ?? 'none',
   ORCH_DEMO_DELAY_MS: '20',
   ORCH_HEARTBEAT_INTERVAL_S: '0.2',
   ORCH_HEARTBEAT_TIMEOUT_S: '2',

@@ -22,7 +22,8 @@ export async function agentControl(): Promise<{ ctrl: string; env: Record<string
   const ctrl = await tempDir('orch-stop-ctrl-');
   return {
     ctrl,
-    env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: `CTRL=${ctrl} sh ${STOP_AGENT}` },
+    // the control dir is shared with the agent: writable in the sandbox too (ORCH_TEST_SANDBOX=bwrap)
+    env: { ORCH_AGENT: 'command', ORCH_AGENT_CMD: `CTRL=${ctrl} sh ${STOP_AGENT}`, ORCH_AGENT_SANDBOX_WRITABLE: ctrl },
     /** key: a stage (`implementation`) or `<taskId>-<stage>` */
     mode: (key, mode) => fs.writeFile(path.join(ctrl, key), mode),
   };
@@ -66,7 +67,9 @@ export async function waitRunningAgent(orch: Orch, id: number, stage: string, mi
     const run = (await runsOf(orch, id)).find((r) => r.job_id === job.id && r.exit_code === null && r.pid !== null);
     if (!run) return null;
     const procs = await groupMembers(run.pid!);
-    return procs.length >= minProcs ? { job, run, pid: run.pid!, procs } : null;
+    // in the sandbox, bwrap itself is one more process than the agent's tree
+    const extra = orch.config.agent.sandbox.mode === 'bwrap' ? 1 : 0;
+    return procs.length >= minProcs + extra ? { job, run, pid: run.pid!, procs } : null;
   }, timeoutMs, `running ${stage} agent of task ${id}`);
 }
 

@@ -10,6 +10,7 @@
  */
 import { z } from '@hono/zod-openapi';
 import { TRANSCRIPT_KINDS } from '@orch/shared/agents/transcript';
+import { CLAUDE_PERMISSION_MODES, CODEX_SANDBOXES } from '@orch/shared/db/types';
 import { FAILURE_CLASSES } from '@orch/shared/pipeline/failures';
 import { JOB_STATUSES, TASK_STAGES, WORK_STAGES, type TaskStage, type WorkStage } from '@orch/shared/stages';
 
@@ -155,6 +156,9 @@ export const ProjectSchema = z
     deploy_command: z.string().nullable(),
     serial: z.boolean(),
     max_concurrency: z.number().int(),
+    sandbox_deploy: z.boolean(),
+    codex_sandbox: z.enum(CODEX_SANDBOXES).nullable(),
+    claude_permission_mode: z.enum(CLAUDE_PERMISSION_MODES).nullable(),
     created_at: timestamp,
     updated_at: timestamp,
   })
@@ -187,8 +191,18 @@ export const QueueSchema = z
         heartbeat_at: timestamp,
         heartbeat_age_s: seconds,
         running: z.number().int().openapi({ description: 'running jobs it owns' }),
+        isolation: z
+          .strictObject({
+            sandbox: z.enum(['bwrap', 'none']),
+            network: z.enum(['on', 'off']),
+            limits: z.string(),
+            warning: z.string().nullable(),
+          })
+          .nullable()
+          .openapi({ description: "what the worker runs agents, tests and deploys with (ORCH_AGENT_SANDBOX); null for a worker of an older orch" }),
       }),
     ),
+    warnings: z.array(z.string()).openapi({ description: 'what an operator must know first, e.g. "<host>: agents run unsandboxed: …"' }),
     reaper: z.strictObject({
       enabled: z.boolean(),
       leader: z.string().nullable().openapi({ description: '"<host_id>:<pid>" of the acting reaper; null when none ticks' }),

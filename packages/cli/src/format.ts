@@ -12,7 +12,8 @@ const age = (d: Date | null | undefined) => (d ? `${Math.max(0, Math.round((Date
 
 export function formatStatus(s: QueueSnapshot): string {
   const c = s.jobs.counts;
-  let out = `jobs     queued ${c.queued}  running ${c.running}  done ${c.done}  failed ${c.failed}  cancelled ${c.cancelled}\n`;
+  let out = s.warnings.map((w) => `WARNING  ${w}\n`).join('') + (s.warnings.length ? '\n' : '');
+  out += `jobs     queued ${c.queued}  running ${c.running}  done ${c.done}  failed ${c.failed}  cancelled ${c.cancelled}\n`;
   if (s.jobs.running.length) {
     out += '\nrunning:\n';
     out += table([
@@ -32,7 +33,19 @@ export function formatStatus(s: QueueSnapshot): string {
   }
   out += `\nworkers  ${s.workers.length}\n`;
   if (s.workers.length)
-    out += table([['ID', 'HOST', 'PID', 'HEARTBEAT_AGE', 'RUNNING'], ...s.workers.map((w) => [w.id, w.host, String(w.pid), `${w.heartbeat_age_s}s`, String(w.running)])]);
+    out += table([
+      ['ID', 'HOST', 'PID', 'HEARTBEAT_AGE', 'RUNNING', 'SANDBOX', 'NETWORK', 'LIMITS'],
+      ...s.workers.map((w) => [
+        w.id,
+        w.host,
+        String(w.pid),
+        `${w.heartbeat_age_s}s`,
+        String(w.running),
+        w.isolation?.sandbox ?? '?',
+        w.isolation?.network ?? '?',
+        w.isolation?.limits ?? '?',
+      ]),
+    ]);
   const r = s.reaper;
   out += `\nreaper   ${r.enabled ? 'enabled' : 'disabled'}  leader ${r.leader ?? '-'}  last tick ${r.last_tick_at ? `${age(r.last_tick_at)} ago` : 'never'}  reaped: dead_owner ${r.reaped.dead_owner}, known_outcome ${r.reaped.known_outcome}, max_running ${r.reaped.max_running}  lease reclaims ${r.lease_reclaims}\n`;
   if (r.last_error) out += `         last error: ${r.last_error}\n`;

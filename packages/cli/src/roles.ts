@@ -8,6 +8,7 @@ import { createApp } from '@orch/api/app';
 import { PortInUseError, serveApp } from '@orch/api/serve';
 import { createReaper } from '@orch/reaper/reaper';
 import { createAgent } from '@orch/shared/agents/index';
+import { SandboxUnavailableError } from '@orch/shared/host/isolation';
 import type { Logger } from '@orch/shared/runtime/logger';
 import type { Runtime } from '@orch/shared/runtime/process-runtime';
 import { createTracker } from '@orch/shared/tracker/index';
@@ -53,7 +54,10 @@ export const ROLES = {
     superviseBoss: false,
     async start(rt, log) {
       const worker = createWorker({ svc: rt.svc, agent: await createAgent(rt.svc.config), connectionString: rt.connectionString, log });
-      await worker.start();
+      await worker.start().catch((err: Error) => {
+        if (err instanceof SandboxUnavailableError) throw new CliError(err.message);
+        throw err;
+      });
       return () => worker.stop();
     },
   },

@@ -9,6 +9,7 @@ import type { Job, Project, Task } from '@orch/shared/db/types';
 import type { Forge } from '@orch/shared/forge/types';
 import type { StepReport } from '@orch/shared/gates/index';
 import type { ProjectRepo } from '@orch/shared/host/git';
+import type { Isolation } from '@orch/shared/host/isolation';
 import type { GroupProcess } from '@orch/shared/host/process-group';
 import type { Logger } from '@orch/shared/runtime/logger';
 import type { Services } from '@orch/shared/runtime/services';
@@ -56,6 +57,8 @@ export interface JobContext {
   agent: AgentAdapter;
   workerId: string;
   log: Logger;
+  /** this worker's sandbox and limits (found at start) */
+  isolation: Isolation;
 }
 
 /** What a step works on: the job's task and project, the forge and this host's mirror. */

@@ -18,6 +18,9 @@ import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE, dispatchPreferredHost
 import type { Services } from '@orch/shared/runtime/services';
 import { killOrphanAgents } from '@orch/shared/host/orphans';
 import { sweepWorktrees } from '@orch/shared/host/janitor';
+import { describeIsolation, detectIsolation, isolationView, type Isolation } from '@orch/shared/host/isolation';
+import { sweepJobCgroups } from '@orch/shared/host/limits';
+import { stepEnv } from '@orch/shared/runtime/config';
 import { listen, type Listener } from './listener.ts';
 import { RunningJob } from './job-handle.ts';
 import { runJob } from './run-job.ts';
@@ -28,6 +31,8 @@ export interface WorkerOptions {
   connectionString: string;
   log: Logger;
   id?: string;
+  /** found at start when not given (host/isolation.ts detectIsolation) */
+  isolation?: Isolation;
 }
 
 export interface WorkerStats {
@@ -62,6 +67,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
   let stopping = false;
   let draining: Promise<void> | null = null;
   let drainAgain = false;
+  let isolation: Isolation | null = opts.isolation ?? null;
   let affinityTimer: NodeJS.Timeout | null = null;
   let affinityDue = 0;
 
@@ -72,7 +78,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
 
   function launch(rj: RunningJob): void {
     stats.claimed++;
-    const done = runJob({ svc, agent, workerId: id, log }, rj)
+    const done = runJob({ svc, agent, workerId: id, log, isolation: isolation! }, rj)
       .catch(never('job'))
       .finally(() => {
         running.delete(rj.job.id);
@@ -91,7 +97,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
     draining = (async () => {
       do {
         drainAgain = false;
-        while (!stopping && running.size < cfg.workerSlots) {
+        while (!stopping && isolation && running.size < cfg.workerSlots) {
           // One token per claim, so tokens we cannot use stay for other workers.
           const tokens = await svc.boss.fetch(DISPATCH_QUEUE, { batchSize: 1 });
           const job = await claimNextJob(svc.db, { workerId: id, host: cfg.hostId, pid: process.pid, maxConcurrency: cfg.maxConcurrency, affinityWaitMs: cfg.affinityWaitMs });
@@ -186,6 +192,8 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
   async function janitor(): Promise<number> {
     const n = await sweepWorktrees(svc.db, cfg.worktreeRoot);
     if (n) log.info({ worktreesRemoved: n }, 'janitor');
+    const cgroups = isolation ? sweepJobCgroups(isolation.limits, new Set(running.keys())) : 0;
+    if (cgroups) log.info({ cgroupsRemoved: cgroups }, 'janitor');
     return n;
   }
 
@@ -198,8 +206,11 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
     checkCancels,
 
     async start() {
-      await registerWorker(svc.db, { id, host: cfg.hostId, pid: process.pid, slots: cfg.workerSlots });
-      log.info({ host: cfg.hostId, slots: cfg.workerSlots, agent: agent.name }, 'worker started');
+      // throws SandboxUnavailableError (ORCH_AGENT_SANDBOX=bwrap on a host where it does not work)
+      isolation ??= await detectIsolation(cfg, stepEnv([]).PATH);
+      await registerWorker(svc.db, { id, host: cfg.hostId, pid: process.pid, slots: cfg.workerSlots, isolation: isolationView(isolation) });
+      log.info({ host: cfg.hostId, slots: cfg.workerSlots, agent: agent.name, isolation: describeIsolation(isolation) }, 'worker started');
+      if (isolation.warning) log.warn(isolation.warning);
       listener = listen(
         opts.connectionString,
         [DISPATCH_CHANNEL, CANCEL_CHANNEL],

@@ -1,6 +1,6 @@
 /** `orch project add | list`. */
 import { listProjects } from '@orch/shared/db/queries/projects';
-import { addProject } from '@orch/shared/pipeline/projects';
+import { addProject, type ProjectInput } from '@orch/shared/pipeline/projects';
 import { CliError, withDb } from '../context.ts';
 import { JSON_OPTION, print, type GroupSpec } from '../registry.ts';
 
@@ -13,7 +13,8 @@ export const projectCommand: GroupSpec = {
       summary: 'register a project (a repository the workers can fetch and push)',
       usage: [
         'project add --slug S --repo <git url or path> [--base main] [--gitea owner/repo] [--plane-project ID]\n' +
-          '                   [--test-cmd CMD] [--deploy-cmd CMD] [--serial] [--max-concurrency N] [--json]',
+          '                   [--test-cmd CMD] [--deploy-cmd CMD] [--serial] [--max-concurrency N]\n' +
+          '                   [--unsandboxed-deploy] [--codex-sandbox MODE] [--claude-permission-mode MODE] [--json]',
       ],
       options: {
         slug: { type: 'string', help: 'project slug: lowercase letters, digits, - and _' },
@@ -25,6 +26,9 @@ export const projectCommand: GroupSpec = {
         'deploy-cmd': { type: 'string', help: 'command run (sh -c) by the deploy stage; without it deploy is skipped' },
         serial: { type: 'boolean', help: 'one task past analysis at a time, in creation order' },
         'max-concurrency': { type: 'string', help: "cap on the project's running jobs (default 2)" },
+        'unsandboxed-deploy': { type: 'boolean', help: 'run the deploy command on the host, outside the sandbox (agents and tests always run in it)' },
+        'codex-sandbox': { type: 'string', help: "codex's own --sandbox: read-only | workspace-write | danger-full-access (default: danger-full-access inside orch's sandbox, workspace-write without it)" },
+        'claude-permission-mode': { type: 'string', help: "claude's --permission-mode (default: acceptEdits)" },
         json: JSON_OPTION,
       },
       run: async ({ values: v }) => {
@@ -42,6 +46,9 @@ export const projectCommand: GroupSpec = {
             deploy_cmd: str(v['deploy-cmd']),
             serial: Boolean(v.serial),
             max_concurrency: maxConc,
+            sandbox_deploy: !v['unsandboxed-deploy'],
+            codex_sandbox: str(v['codex-sandbox']) as ProjectInput['codex_sandbox'],
+            claude_permission_mode: str(v['claude-permission-mode']) as ProjectInput['claude_permission_mode'],
           });
           print(Boolean(v.json), { project: p }, () => `project ${p.slug} added (id ${p.id})\n`);
           return 0;

@@ -113,7 +113,8 @@ export function createClaudeAdapter(opts: ClaudeAdapterOptions = {}): AgentAdapt
       // argument), before any variadic option such as --allowedTools could swallow it.
       const args = ['-p', promptArgument(ctx.promptFile), '--output-format', 'stream-json', '--verbose'];
       if (opts.maxTurns !== undefined) args.push('--max-turns', String(opts.maxTurns));
-      if (permissionMode) args.push('--permission-mode', permissionMode);
+      const mode = ctx.claudePermissionMode ?? permissionMode;
+      if (mode) args.push('--permission-mode', mode);
       if (allowedTools.length > 0) args.push('--allowedTools', allowedTools.join(','));
       if (opts.model) args.push('--model', opts.model);
       // claude's own budget (this invocation's spend): it stops itself with error_max_budget_usd

@@ -4,11 +4,12 @@
  *   codex exec --json --sandbox <mode> --skip-git-repo-check [--model X] [...extraArgs]
  *              [resume <thread_id>] <prompt>
  *
- * `codex exec` never asks for approval, so no approval flag is needed. The default sandbox is
- * `danger-full-access`: the agent must commit in the task's worktree, and a git worktree keeps
- * its index and refs in the main repository's git directory, outside the cwd that
- * `workspace-write` allows (which also keeps `.git` read-only). `exec resume` has no --sandbox of
- * its own: the exec options go before `resume`.
+ * `codex exec` never asks for approval, so no approval flag is needed. The sandbox is the
+ * project's `codex_sandbox`, else `danger-full-access` inside orch's sandbox (the boundary is
+ * orch's bubblewrap; codex's own would need the user namespaces orch's forbids) and
+ * `workspace-write` without it (docs/adr/0012; it keeps `.git` read-only, so the agent cannot
+ * commit — choose `danger-full-access` per project where that is acceptable). `exec resume` has
+ * no --sandbox of its own: the exec options go before `resume`.
  *
  * Facts of codex-cli 0.171.0 this relies on (measured; docs/adr/0011):
  * - stdin must be /dev/null (with an open pipe it waits for EOF forever).
@@ -56,13 +57,15 @@ const SESSION_GONE = /no rollout found for thread id/i;
 
 export function createCodexAdapter(opts: CodexAdapterOptions = {}): AgentAdapter {
   const bin = opts.bin ?? 'codex';
-  const sandbox = opts.sandbox ?? 'danger-full-access';
   return {
     name: 'codex',
     resumable: true,
     invocation(ctx: AgentContext): AgentInvocation {
       const args = ['exec', '--json'];
-      if (sandbox) args.push('--sandbox', sandbox);
+      // The project's choice, else: inside orch's sandbox codex's own is redundant (and cannot
+      // work: orch's forbids user namespaces), outside it workspace-write is the safe default.
+      const sandbox = ctx.codexSandbox ?? opts.sandbox ?? (ctx.orchSandbox === false ? 'workspace-write' : 'danger-full-access');
+      args.push('--sandbox', sandbox);
       // orch chooses the cwd (a worktree, or a clone of the task's own)
       args.push('--skip-git-repo-check');
       if (opts.model) args.push('--model', opts.model);

@@ -23,6 +23,12 @@ export interface AgentContext {
   resumeBaseline?: UsageBaseline | null;
   /** ORCH_AGENT_MAX_COST_USD (0 = none): passed to agents that can enforce it themselves */
   maxCostUsd?: number;
+  /** orch's sandbox is around the agent (false: it runs unsandboxed); the CLIs' own defaults follow */
+  orchSandbox?: boolean;
+  /** the project's choice of codex's own --sandbox */
+  codexSandbox?: string | null;
+  /** the project's choice of claude's --permission-mode */
+  claudePermissionMode?: string | null;
 }
 
 /** Tokens of one model, split the way prices are. */

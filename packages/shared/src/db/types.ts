@@ -8,6 +8,12 @@ type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type NullableTimestamp = ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 type Json = ColumnType<unknown, string | undefined, string>;
 
+export const CODEX_SANDBOXES = ['read-only', 'workspace-write', 'danger-full-access'] as const;
+export type CodexSandbox = (typeof CODEX_SANDBOXES)[number];
+/** claude-code 2.1's --permission-mode choices */
+export const CLAUDE_PERMISSION_MODES = ['acceptEdits', 'auto', 'bypassPermissions', 'manual', 'dontAsk', 'plan'] as const;
+export type ClaudePermissionMode = (typeof CLAUDE_PERMISSION_MODES)[number];
+
 export interface ProjectsTable {
   id: Generated<number>;
   slug: string;
@@ -20,6 +26,9 @@ export interface ProjectsTable {
   deploy_command: string | null;
   serial: Generated<boolean>;
   max_concurrency: Generated<number>;
+  sandbox_deploy: Generated<boolean>;
+  codex_sandbox: CodexSandbox | null;
+  claude_permission_mode: ClaudePermissionMode | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }
@@ -59,6 +68,8 @@ export interface WorkersTable {
   started_at: Timestamp;
   heartbeat_at: Timestamp;
   stopped_at: NullableTimestamp;
+  /** what the worker runs its steps with (host/isolation.ts IsolationView) */
+  isolation: Json | null;
 }
 
 export interface JobsTable {

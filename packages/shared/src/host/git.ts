@@ -1,7 +1,12 @@
 /**
  * Git on this host: a bare mirror per project (a host-local cache of the remote) and one
- * worktree per task. The remote feature branch is the truth between stages; a worktree is
- * rebuilt from it for every job. Never force-pushes.
+ * repository per task — its working tree, where the agent edits and commits. The task's
+ * repository borrows the mirror's objects read-only (`objects/info/alternates`) and has its own
+ * objects, index and refs, so a sandboxed agent that commits writes nothing of the mirror's or of
+ * another task's (docs/adr/0012). The remote feature branch is the truth between stages; the task
+ * repository is rebuilt from it for every job. orch never runs git porcelain in a repository an
+ * agent could write (its config, hooks and `commondir` are the agent's to forge): the push
+ * fetches the agent's commit into the mirror and pushes from there. Never force-pushes.
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -78,10 +83,43 @@ export async function createBareRepo(dir: string, setup?: (staging: string) => P
   }
 }
 
+/**
+ * Fetches of one mirror in this process coalesce: a caller is served by the first fetch that
+ * starts after it asked — while one runs, every new caller waits for the one next fetch, which
+ * serves them all. N jobs starting together cost two fetches, not N in a row.
+ */
+const fetches = new Map<string, { running: Promise<void> | null; next: Promise<void> | null }>();
+function coalesced(key: string, run: () => Promise<void>): Promise<void> {
+  let state = fetches.get(key);
+  if (!state) fetches.set(key, (state = { running: null, next: null }));
+  const st = state;
+  const start = () => (st.running = run().finally(() => (st.running = null)));
+  if (!st.running) return start();
+  st.next ??= st.running
+    .catch(() => undefined)
+    .then(() => {
+      st.next = null;
+      return start();
+    });
+  return st.next;
+}
+
+/** A git command that another process (or fetch) of this host may hold a ref lock against: retried. */
+async function retryOnLock<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= 5 || !/lock/i.test((err as Error).message)) throw err;
+      await new Promise((r) => setTimeout(r, 100 * (i + 1)));
+    }
+  }
+}
+
 /** Create (first time) and fetch the host-local mirror of a project's remote. */
 export async function syncMirror(root: string, projectSlug: string, remoteUrl: string): Promise<ProjectRepo> {
   const mirror = path.join(root, projectSlug, 'mirror.git');
-  return withRepoLock(mirror, async () => {
+  await withRepoLock(mirror, async () => {
     const config = await fs.readFile(path.join(mirror, 'config'), 'utf8').catch(() => null);
     if (config === null) {
       await createBareRepo(mirror, async (staging) => {
@@ -89,22 +127,17 @@ export async function syncMirror(root: string, projectSlug: string, remoteUrl: s
         await git(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*'], { cwd: staging });
         await git(['config', 'user.name', 'orch'], { cwd: staging });
         await git(['config', 'user.email', 'orch@localhost'], { cwd: staging });
+        await git(['config', 'gc.auto', '0'], { cwd: staging });
       });
-    } else if (!config.includes(`url = ${remoteUrl}\n`)) {
-      await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
+    } else {
+      if (!config.includes(`url = ${remoteUrl}\n`)) await git(['remote', 'set-url', 'origin', remoteUrl], { cwd: mirror });
+      // task repositories borrow its objects: no automatic gc may prune one from under them
+      if (!/^\s*auto = 0$/m.test(config)) await git(['config', 'gc.auto', '0'], { cwd: mirror });
     }
-    // Another process on this host may be fetching into the same mirror: ref locks are retried.
-    for (let i = 0; ; i++) {
-      try {
-        await git(['fetch', '--quiet', '--prune', 'origin'], { cwd: mirror });
-        break;
-      } catch (err) {
-        if (i >= 5 || !/lock/i.test((err as Error).message)) throw err;
-        await new Promise((r) => setTimeout(r, 100 * (i + 1)));
-      }
-    }
-    return { mirror, remoteUrl };
   });
+  // Another process on this host may be fetching into the same mirror: ref locks are retried.
+  await coalesced(mirror, () => retryOnLock(() => git(['fetch', '--quiet', '--prune', 'origin'], { cwd: mirror })).then(() => undefined));
+  return { mirror, remoteUrl };
 }
 
 async function remoteBranchSha(repo: ProjectRepo, branch: string): Promise<string | null> {
@@ -139,33 +172,53 @@ export function worktreePath(root: string, projectSlug: string, taskId: number):
   return path.join(root, projectSlug, 'worktrees', String(taskId));
 }
 
+/** Where a task's pushed commits land in the mirror before they go to the remote. */
+function taskPushRef(taskId: string): string {
+  return `refs/orch/tasks/${taskId}`;
+}
+
 /**
- * A fresh worktree for a task at the remote feature branch (or at base when the branch does
- * not exist yet), with the feature branch checked out. Any previous worktree is discarded.
+ * A fresh repository for a task at the remote feature branch (or at base when the branch does
+ * not exist yet), the feature branch checked out (or a detached HEAD). Any previous one is
+ * discarded. Its objects come from the mirror through alternates, so nothing is copied: `git
+ * init`, the alternates file, a fetch of two refs from the mirror (objects already there) and
+ * the checkout.
  */
 export async function prepareWorktree(
   repo: ProjectRepo,
   dir: string,
   opts: { branch: string; base: string; startAt?: 'branch' | 'base'; detach?: boolean },
-): Promise<{ dir: string; from: string }> {
-  return withRepoLock(repo.mirror, async () => {
-    const exists = await fs.access(dir).then(() => true, () => false);
-    if (exists) await removeWorktreeUnlocked(repo, dir);
+): Promise<{ dir: string; from: string; sha: string; branchExists: boolean }> {
+  // the task's own lock: it only reads the mirror, so other tasks' repositories do not wait
+  return withRepoLock(dir, async () => {
+    await removeWorktreeUnlocked(repo, dir);
     const remoteBranch = await remoteBranchSha(repo, opts.branch);
-    const from =
-      opts.startAt !== 'base' && remoteBranch ? `refs/remotes/origin/${opts.branch}` : `refs/remotes/origin/${opts.base}`;
+    const start = opts.startAt !== 'base' && remoteBranch ? opts.branch : opts.base;
+    const from = `refs/remotes/origin/${start}`;
     await fs.mkdir(path.dirname(dir), { recursive: true });
+    await git(['init', '--quiet', dir]);
+    const gitDir = path.join(dir, '.git');
+    await fs.writeFile(path.join(gitDir, 'objects', 'info', 'alternates'), `${await fs.realpath(path.join(repo.mirror, 'objects'))}\n`);
+    await fs.appendFile(
+      path.join(gitDir, 'config'),
+      `[remote "origin"]\n\turl = ${repo.remoteUrl}\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n` +
+        `[user]\n\tname = orch\n\temail = orch@localhost\n[gc]\n\tauto = 0\n[branch]\n\tautoSetupMerge = false\n`,
+    );
+    const refs = [...new Set([start, opts.base])].map((b) => `+refs/remotes/origin/${b}:refs/remotes/origin/${b}`);
+    await git(['fetch', '--quiet', '--no-tags', repo.mirror, ...refs], { cwd: dir });
     const how = opts.detach ? ['--detach'] : ['-B', opts.branch];
-    // -f: a worktree whose directory vanished (crash, janitor) may still be registered
-    await git(['worktree', 'add', '--quiet', '-f', ...how, dir, from], { cwd: repo.mirror });
-    return { dir, from };
+    await git(['checkout', '--quiet', ...how, from], { cwd: dir });
+    const sha = (await git(['rev-parse', '--verify', `${from}^{commit}`], { cwd: repo.mirror })).stdout;
+    return { dir, from, sha, branchExists: remoteBranch !== null };
   });
 }
 
 async function removeWorktreeUnlocked(repo: ProjectRepo, dir: string): Promise<void> {
-  await git(['worktree', 'remove', '--force', dir], { cwd: repo.mirror, allowFail: true });
   await fs.rm(dir, { recursive: true, force: true });
-  await git(['worktree', 'prune'], { cwd: repo.mirror, allowFail: true });
+  // a task's tree made by an orch before the task repositories was a linked worktree of the mirror
+  if (await fs.access(path.join(repo.mirror, 'worktrees')).then(() => true, () => false)) {
+    await withRepoLock(repo.mirror, () => git(['worktree', 'prune'], { cwd: repo.mirror, allowFail: true }));
+  }
 }
 
 /** Remove a task's worktree (idempotent). */
@@ -174,13 +227,48 @@ async function removeWorktree(repo: ProjectRepo | null, dir: string): Promise<vo
     await fs.rm(dir, { recursive: true, force: true });
     return;
   }
-  await withRepoLock(repo.mirror, () => removeWorktreeUnlocked(repo, dir));
+  await withRepoLock(dir, () => removeWorktreeUnlocked(repo, dir));
 }
 
-/** Push the worktree's HEAD to the remote feature branch (fast-forward only; never forced). */
-export async function pushBranch(dir: string, branch: string): Promise<string> {
-  await git(['push', '--quiet', 'origin', `HEAD:refs/heads/${branch}`], { cwd: dir });
-  return (await git(['rev-parse', 'HEAD'], { cwd: dir })).stdout;
+/** The task repository's git dir, refused when an agent replaced or redirected it. */
+async function trustedGitDir(repo: ProjectRepo, dir: string): Promise<string> {
+  const gitDir = path.join(dir, '.git');
+  const st = await fs.lstat(gitDir);
+  if (!st.isDirectory()) throw new Error(`${gitDir} is not the repository orch made (a ${st.isSymbolicLink() ? 'symlink' : 'file'}): refusing to push from it`);
+  if (await fs.access(path.join(gitDir, 'commondir')).then(() => true, () => false)) throw new Error(`${gitDir} has a commondir: refusing to push from it`);
+  const alternates = await fs.readFile(path.join(gitDir, 'objects', 'info', 'alternates'), 'utf8').catch(() => '');
+  const expected = `${await fs.realpath(path.join(repo.mirror, 'objects'))}\n`;
+  if (alternates !== expected) throw new Error(`${gitDir} borrows objects from elsewhere than its project's mirror: refusing to push from it`);
+  return gitDir;
+}
+
+/**
+ * Push the task repository's HEAD to the remote feature branch (fast-forward only; never
+ * forced). The commit is fetched into the mirror first (git's upload-pack runs in the task
+ * repository, nothing else does) and pushed from the mirror, whose config orch wrote. With
+ * `unlessAt` (the remote branch's sha the repository was made at), a HEAD still there is not
+ * pushed: the agent made no commit.
+ */
+export async function pushBranch(
+  repo: ProjectRepo,
+  dir: string,
+  branch: string,
+  taskId: number,
+  opts: { unlessAt?: string } = {},
+): Promise<{ sha: string; pushed: boolean }> {
+  const gitDir = await trustedGitDir(repo, dir);
+  const ref = taskPushRef(String(taskId));
+  // the task's own lock: its ref in the mirror is its own, so other tasks' pushes do not wait
+  return withRepoLock(dir, async () => {
+    await retryOnLock(() => git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', gitDir, `+HEAD:${ref}`], { cwd: repo.mirror }));
+    const sha = (await git(['rev-parse', '--verify', `${ref}^{commit}`], { cwd: repo.mirror })).stdout;
+    // the branch did not move (no commit): nothing to push
+    if (opts.unlessAt === sha) return { sha, pushed: false };
+    await git(['-c', 'core.hooksPath=/dev/null', 'push', '--quiet', '--no-verify', 'origin', `${sha}:refs/heads/${branch}`], { cwd: repo.mirror });
+    // the mirror's view of the remote now has it too (the gates read it there)
+    await retryOnLock(() => git(['update-ref', `refs/remotes/origin/${branch}`, sha], { cwd: repo.mirror }));
+    return { sha, pushed: true };
+  });
 }
 
 /** Remove a task's worktree on this host, and prune it from the project's mirror if there is one. */
@@ -197,7 +285,7 @@ export async function removeTaskWorktree(root: string, projectSlug: string, task
   if (!hasMirror) return;
   // and the task's local branch in the mirror (a cache that would otherwise grow forever)
   await withRepoLock(mirror, async () => {
-    const refs = await git(['for-each-ref', '--format=%(refname)', `refs/heads/orch/${taskId}-*`], { cwd: mirror, allowFail: true });
+    const refs = await git(['for-each-ref', '--format=%(refname)', `refs/heads/orch/${taskId}-*`, taskPushRef(String(taskId))], { cwd: mirror, allowFail: true });
     for (const ref of refs.stdout.split('\n').filter(Boolean)) await git(['update-ref', '-d', ref], { cwd: mirror, allowFail: true });
   });
 }

@@ -5,7 +5,7 @@
  * no child or grandchild (shells, test runners, language servers) outlives its step.
  */
 import { execa } from 'execa';
-import { liveProcesses } from './procfs.ts';
+import { liveProcesses, pidNamespace } from './procfs.ts';
 
 export interface ProcessSpec {
   file: string;
@@ -18,6 +18,12 @@ export interface ProcessSpec {
   onStdoutLine?: (line: string) => void;
   /** bytes of combined output kept for `tail()` */
   tailBytes?: number;
+  /**
+   * the process is a sandbox (bwrap) whose command runs in a pid namespace of its own, in a
+   * session of its own: a stop sends SIGTERM to the namespace's processes (the agent gets its
+   * grace), and SIGKILL to the sandbox, whose death takes the whole namespace with it
+   */
+  sandboxed?: boolean;
 }
 
 export interface ProcessExit {
@@ -59,9 +65,40 @@ function groupAlive(pid: number): boolean {
  * SIGTERM while they ignore it — so orphan sweeps must look at the members, not the leader pid.
  */
 export async function groupMembers(leader: number): Promise<number[]> {
-  return liveProcesses()
+  const members = liveProcesses()
     .filter((p) => p.pgrp === leader || p.session === leader)
     .map((p) => p.pid);
+  // a sandbox's processes live in a session (and pid namespace) of their own
+  return [...new Set([...members, ...sandboxMembers(leader)])];
+}
+
+/**
+ * The processes of the sandbox `outer` started, but for its pid 1 (bwrap's init, which exits
+ * when its command does, and whose exit ends the namespace): what a stop's SIGTERM goes to.
+ */
+function sandboxMembers(outer: number): number[] {
+  const procs = liveProcesses();
+  const own = pidNamespace(process.pid);
+  const init = procs.find((p) => p.ppid === outer && pidNamespace(p.pid) !== own);
+  if (!init) return [];
+  const ns = pidNamespace(init.pid);
+  return procs.filter((p) => p.pid !== init.pid && pidNamespace(p.pid) === ns).map((p) => p.pid);
+}
+
+function terminate(pid: number, sandboxed: boolean): void {
+  const members = sandboxed ? sandboxMembers(pid) : [];
+  // no namespace yet (bwrap still setting up): the sandbox itself goes, and everything with it
+  if (members.length === 0) {
+    killGroup(pid, 'SIGTERM');
+    return;
+  }
+  for (const m of members) {
+    try {
+      process.kill(m, 'SIGTERM');
+    } catch {
+      /* gone meanwhile */
+    }
+  }
 }
 
 export function processAlive(pid: number): boolean {
@@ -183,7 +220,7 @@ export function startGroupProcess(spec: ProcessSpec): GroupProcess {
 
   async function stop(graceS: number): Promise<ProcessExit> {
     stopping = true;
-    killGroup(pid!, 'SIGTERM');
+    terminate(pid!, spec.sandboxed === true);
     const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceS * 1000).unref());
     const first = await Promise.race([exited, timer]);
     if (first === 'timeout') killGroup(pid!, 'SIGKILL');

@@ -13,6 +13,8 @@ export interface ProcInfo {
   pid: number;
   /** one-letter state of /proc/<pid>/stat (R, S, D, T, Z, X, ...) */
   state: string;
+  /** parent pid, as this process's pid namespace sees it */
+  ppid: number;
   pgrp: number;
   session: number;
 }
@@ -39,9 +41,9 @@ export function liveProcesses(): ProcInfo[] {
     const stat = readOrNull(`/proc/${name}/stat`);
     if (stat === null) continue;
     // the command name (field 2) is in parentheses and may contain spaces: parse after the last ')'
-    const [state = '', , pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const [state = '', ppid, pgrp, session] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (state === 'Z' || state === 'X') continue;
-    out.push({ pid: Number(name), state, pgrp: Number(pgrp), session: Number(session) });
+    out.push({ pid: Number(name), state, ppid: Number(ppid), pgrp: Number(pgrp), session: Number(session) });
   }
   return out;
 }
@@ -53,4 +55,13 @@ export function processEnvVar(pid: number, name: string): string | null {
   const prefix = `${name}=`;
   const hit = env.split('\0').find((kv) => kv.startsWith(prefix));
   return hit === undefined ? null : hit.slice(prefix.length);
+}
+
+/** The pid namespace of a process (`pid:[4026531836]`), or null when it is gone or not ours. */
+export function pidNamespace(pid: number): string | null {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return null;
+  }
 }

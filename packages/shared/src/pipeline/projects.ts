@@ -3,7 +3,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { DbOrTx } from '../db/client.ts';
 import { getProjectBySlug, insertProject } from '../db/queries/projects.ts';
-import type { Project } from '../db/types.ts';
+import { CLAUDE_PERMISSION_MODES, CODEX_SANDBOXES, type Project } from '../db/types.ts';
 import { OrchError } from '../runtime/errors.ts';
 import { git } from '../host/git.ts';
 
@@ -18,6 +18,10 @@ export const projectInputSchema = z
     deploy_cmd: z.string().min(1).max(4000).optional(),
     serial: z.boolean().default(false),
     max_concurrency: z.number().int().min(1).max(1000).default(2),
+    /** the deploy command runs in the sandbox (default); false: on the host, with its network and files */
+    sandbox_deploy: z.boolean().default(true),
+    codex_sandbox: z.enum(CODEX_SANDBOXES).optional(),
+    claude_permission_mode: z.enum(CLAUDE_PERMISSION_MODES).optional(),
   })
   .strict();
 
@@ -50,5 +54,8 @@ export async function addProject(db: DbOrTx, input: ProjectInput, opts: { verify
     deploy_command: p.deploy_cmd ?? null,
     serial: p.serial,
     max_concurrency: p.max_concurrency,
+    sandbox_deploy: p.sandbox_deploy,
+    codex_sandbox: p.codex_sandbox ?? null,
+    claude_permission_mode: p.claude_permission_mode ?? null,
   });
 }

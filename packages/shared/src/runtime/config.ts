@@ -36,6 +36,7 @@ function section<T extends Record<string, Declaration>>(title: string, decls: T)
 }
 
 const AGENT_KINDS = ['claude', 'codex', 'command', 'demo'] as const;
+const SANDBOX_MODES = ['auto', 'bwrap', 'none'] as const;
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const SETTINGS = {
@@ -139,6 +140,40 @@ export const SETTINGS = {
       },
       codex: {
         bin: text('ORCH_CODEX_BIN', { doc: 'The codex executable (default: `codex` on PATH).' }),
+      },
+      sandbox: {
+        mode: choice('ORCH_AGENT_SANDBOX', SANDBOX_MODES, {
+          default: 'auto',
+          doc: "Isolation of every agent, test and deploy command (docs/adr/0012): `bwrap` runs each in a bubblewrap sandbox and refuses to start the worker without a working one; `auto` does so when bwrap works on the host and otherwise runs them unsandboxed with a warning (start line, GET /queue, `orch status`, dashboard); `none` never sandboxes.",
+        }),
+        network: choice('ORCH_AGENT_NETWORK', ['on', 'off'] as const, {
+          default: 'on',
+          doc: "`off`: sandboxed steps get no network at all (a loopback of their own; for command agents that need no API). `on` keeps the host's network, its loopback services included.",
+        }),
+        envAllow: list('ORCH_AGENT_ENV_ALLOW', {
+          shownDefault: 'none',
+          doc: "Names passed from the worker's environment to agents, tests and deploys, besides PATH, locale, TERM, TZ, the contract's ORCH_ variables and what the CLI needs (ANTHROPIC_API_KEY, OPENAI_API_KEY, …); `NAME_*` matches a prefix. orch's secrets are never passed.",
+        }),
+        readOnly: list('ORCH_AGENT_SANDBOX_READ_ONLY', {
+          shownDefault: 'none',
+          doc: "Host paths the sandbox shows read-only although they are hidden by default (under the worker's HOME or /tmp), e.g. a toolchain. PATH's directories and orch's installation are shown already.",
+        }),
+        writable: list('ORCH_AGENT_SANDBOX_WRITABLE', {
+          shownDefault: 'none',
+          doc: "Host paths every sandboxed step may write, shared between jobs (a package cache). Never list anything of orch's (ORCH_HOME, the worktree root).",
+        }),
+        maxProcs: number('ORCH_AGENT_MAX_PROCS', {
+          default: 1024,
+          int: true,
+          min: 0,
+          doc: 'Processes one step may have at once (fork bombs), through a cgroup of its own where the host allows, else prlimit. 0 = no limit.',
+        }),
+        maxMemoryMb: number('ORCH_AGENT_MAX_MEMORY_MB', {
+          default: 8192,
+          int: true,
+          min: 0,
+          doc: "Memory of one step's processes together (cgroup), or of each one (prlimit's RLIMIT_DATA). 0 = no limit.",
+        }),
       },
     },
   }),
@@ -307,7 +342,26 @@ export function envExample(): string {
 /** The variables an agent process must never inherit: every secret setting, and the test suite's database. */
 const SECRET_ENV_VARS: readonly string[] = [...settingEntries().filter((e) => e.setting.secret).map((e) => e.setting.env), 'TEST_DATABASE_URL'];
 
-/** The process environment minus orch's secrets: the base of every child process's env. */
+/** What every step process gets from the worker's environment, whatever it is. */
+const STEP_ENV_BASE = ['PATH', 'LANG', 'LANGUAGE', 'TERM', 'TZ', 'COLORTERM', 'NO_COLOR', 'LC_*'];
+
+/**
+ * The environment an agent, test or deploy process starts from: an allowlist (never a
+ * denylist) of the worker's environment — PATH, locale, TERM, TZ, the names the agent's CLI needs
+ * (`passEnv`), and ORCH_AGENT_ENV_ALLOW (`NAME_*` is a prefix) — and never one of orch's secrets,
+ * whatever is allowed. HOME, TMPDIR and the contract's ORCH_ variables are set by the step.
+ */
+export function stepEnv(allow: readonly string[], env: Record<string, string | undefined> = process.env): Record<string, string> {
+  const patterns = [...STEP_ENV_BASE, ...allow];
+  const allowed = (k: string) => patterns.some((p) => (p.endsWith('*') ? k.startsWith(p.slice(0, -1)) : k === p));
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v !== undefined && allowed(k) && !(SECRET_ENV_VARS as readonly string[]).includes(k)) out[k] = v;
+  }
+  return out;
+}
+
+/** The process environment minus orch's secrets: the base of the child processes orch runs for itself (psql). */
 export function childBaseEnv(env: Record<string, string | undefined> = process.env): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(env)) {

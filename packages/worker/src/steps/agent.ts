@@ -6,6 +6,7 @@
  * the project's test command after an implementation, then the push (and the pull request once
  * there is an implementation).
  */
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { AgentContext } from '@orch/shared/agents/types';
@@ -15,11 +16,13 @@ import { appendEvent } from '@orch/shared/db/queries/events';
 import { markTestStarted, previousFinishedJob, setTestExitCode } from '@orch/shared/db/queries/jobs';
 import type { Job } from '@orch/shared/db/types';
 import { prepareWorktree, pushBranch, worktreePath } from '@orch/shared/host/git';
+import type { StepFiles } from '@orch/shared/host/isolation';
 import { pullRequestBody, recordPullRequest } from '@orch/shared/pipeline/forge-report';
 import { previousFailureSection, renderPrompt, type PreviousFailure } from '@orch/shared/prompts';
+import type { Logger } from '@orch/shared/runtime/logger';
 import type { Services } from '@orch/shared/runtime/services';
 import type { Step } from '../job-handle.ts';
-import { contractEnv, jobDirs, runStepProcess } from './process.ts';
+import { contractEnv, jobDirs, makeJobDirs, runStepProcess } from './process.ts';
 
 export const agentStep: Step = async (ctx, rj, s) => {
   const { svc } = ctx;
@@ -28,12 +31,11 @@ export const agentStep: Step = async (ctx, rj, s) => {
   const actor = `worker:${ctx.workerId}`;
   const branch = task.branch!;
   const wt = worktreePath(svc.config.worktreeRoot, project.slug, task.id);
-  await prepareWorktree(repo, wt, { branch, base: project.base_branch });
+  const prepared = await prepareWorktree(repo, wt, { branch, base: project.base_branch });
   rj.checkpoint();
 
   const dirs = jobDirs(ctx, project, job);
-  await fs.rm(dirs.artefactDir, { recursive: true, force: true });
-  await fs.mkdir(dirs.artefactDir, { recursive: true });
+  await makeJobDirs(dirs);
   const analysis = await latestStageArtefact(svc.db, task.id, 'analysis');
   const review = await latestStageArtefact(svc.db, task.id, 'review');
   const previous = await previousFailure(svc, job);
@@ -70,9 +72,19 @@ export const agentStep: Step = async (ctx, rj, s) => {
     promptFile: dirs.promptFile,
     artefactDir: dirs.artefactDir,
     maxCostUsd: svc.config.agent.maxCostUsd,
+    orchSandbox: ctx.isolation.sandbox === 'bwrap',
+    codexSandbox: project.codex_sandbox,
+    claudePermissionMode: project.claude_permission_mode,
   };
   let inv = ctx.agent.invocation(session ? { ...base, resumeSessionId: session.sessionId, resumeBaseline: session.baseline } : base);
   if (inv.home) await fs.mkdir(inv.home.dir, { recursive: true });
+  // what the sandbox lets the agent see: its repository (and the mirror it borrows objects
+  // from), the prompt; and write: the repository, its artefact dir, its HOME and TMPDIR, the CLI's home
+  const files = (home: string | null): StepFiles => ({
+    repo: wt,
+    inputs: [repo.mirror, dirs.promptFile],
+    writable: [dirs.artefactDir, dirs.home, dirs.tmp, ...(home ? [home] : [])],
+  });
   await appendEvent(svc.db, {
     taskId: task.id,
     jobId: job.id,
@@ -92,7 +104,9 @@ export const agentStep: Step = async (ctx, rj, s) => {
         args: inv.args,
         shell: inv.shell,
         cwd: wt,
-        env: contractEnv(job, dirs, inv.env),
+        env: contractEnv(ctx, job, dirs, inv.env, inv.passEnv),
+        files: files(inv.home?.dir ?? null),
+        sandboxed: true,
         parser: inv.parser,
         resumedSessionId: inv.resumes,
         loginHint: ctx.agent.loginHint(),
@@ -118,9 +132,7 @@ export const agentStep: Step = async (ctx, rj, s) => {
   rj.checkpoint();
 
   // Artefacts first: they are the gate's input and outlive everything else.
-  for (const name of await fs.readdir(dirs.artefactDir).catch(() => [] as string[])) {
-    if (!name.endsWith('.md')) continue;
-    const content = await fs.readFile(path.join(dirs.artefactDir, name), 'utf8');
+  for (const { name, content } of await readArtefacts(dirs.artefactDir, log)) {
     await insertArtefact(svc.db, { taskId: task.id, jobId: job.id, stage: job.stage, name, content });
   }
   if (exit.exitCode !== 0) return {};
@@ -130,7 +142,18 @@ export const agentStep: Step = async (ctx, rj, s) => {
     const test = await runStepProcess(
       ctx,
       rj,
-      { kind: 'test', agentName: 'test', file: project.test_command, args: [], shell: true, cwd: wt, env: contractEnv(job, dirs, {}), parser: null },
+      {
+        kind: 'test',
+        agentName: 'test',
+        file: project.test_command,
+        args: [],
+        shell: true,
+        cwd: wt,
+        env: contractEnv(ctx, job, dirs, {}),
+        files: files(null),
+        sandboxed: true,
+        parser: null,
+      },
       log,
     );
     rj.checkpoint();
@@ -138,14 +161,49 @@ export const agentStep: Step = async (ctx, rj, s) => {
     await insertArtefact(svc.db, { taskId: task.id, jobId: job.id, stage: job.stage, name: 'test.log', content: test.tail });
   }
 
-  const sha = await pushBranch(wt, branch);
-  await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_pushed', actor, data: { branch, sha } });
+  // a branch the remote has, at the commit the agent started from: nothing moved, nothing to push
+  const { sha, pushed } = await pushBranch(repo, wt, branch, task.id, { unlessAt: prepared.branchExists ? prepared.sha : undefined });
+  if (pushed) await appendEvent(svc.db, { taskId: task.id, jobId: job.id, kind: 'branch_pushed', actor, data: { branch, sha } });
+  else log.info({ branch, sha }, 'the agent made no commit: nothing to push');
   if (job.stage === 'implementation') {
     const pr = await forge.ensurePullRequest({ head: branch, base: project.base_branch, title: task.title, body: pullRequestBody(task, svc.config.api), taskId: task.id });
     await recordPullRequest(svc.db, svc.config.api, task, project, pr, { stage: job.stage, sha, analysis: analysis?.content });
   }
   return {};
 };
+
+/** Largest artefact read (a bigger file is cut, and says so). */
+const ARTEFACT_MAX_BYTES = 1_048_576;
+
+/**
+ * The `.md` files the agent left in its artefact dir. Only regular files are read, never through
+ * a symlink (O_NOFOLLOW): the directory is the agent's, and a link to one of the worker's files
+ * would otherwise carry it into the database.
+ */
+async function readArtefacts(dir: string, log: Logger): Promise<Array<{ name: string; content: string }>> {
+  const out: Array<{ name: string; content: string }> = [];
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    if (!name.endsWith('.md')) continue;
+    let fh: fs.FileHandle | null = null;
+    try {
+      fh = await fs.open(path.join(dir, name), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+      const st = await fh.stat();
+      if (!st.isFile()) {
+        log.warn({ artefact: name }, 'artefact is not a regular file; ignored');
+        continue;
+      }
+      const buf = Buffer.alloc(Math.min(st.size, ARTEFACT_MAX_BYTES));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+      const text = buf.subarray(0, bytesRead).toString('utf8');
+      out.push({ name, content: st.size > ARTEFACT_MAX_BYTES ? `${text}\n\n(cut at ${ARTEFACT_MAX_BYTES} bytes of ${st.size})` : text });
+    } catch (err) {
+      log.warn({ artefact: name, err }, 'artefact not read (a symlink, or unreadable); ignored');
+    } finally {
+      await fh?.close();
+    }
+  }
+  return out;
+}
 
 /**
  * The attempt before this job, when it failed: this stage's previous attempt, or — for an

@@ -3,11 +3,10 @@
  * the critical window — irreversible, so a cancel waits for it and its true exit code is
  * recorded (agent_runs, agent `deploy`).
  */
-import fs from 'node:fs/promises';
 import { enterCriticalWindow, leaveCriticalWindow } from '@orch/shared/db/queries/tasks';
 import { prepareWorktree, worktreePath } from '@orch/shared/host/git';
 import { StepStopped, type Step } from '../job-handle.ts';
-import { contractEnv, jobDirs, runStepProcess } from './process.ts';
+import { contractEnv, jobDirs, makeJobDirs, runStepProcess } from './process.ts';
 
 export const deployStep: Step = async (ctx, rj, s) => {
   const { svc } = ctx;
@@ -23,12 +22,23 @@ export const deployStep: Step = async (ctx, rj, s) => {
     throw new StepStopped('cancel');
   }
   const dirs = jobDirs(ctx, project, job);
-  await fs.mkdir(dirs.artefactDir, { recursive: true });
+  await makeJobDirs(dirs);
   try {
     await runStepProcess(
       ctx,
       rj,
-      { kind: 'deploy', agentName: 'deploy', file: project.deploy_command!, args: [], shell: true, cwd: wt, env: contractEnv(job, dirs, {}), parser: null },
+      {
+        kind: 'deploy',
+        agentName: 'deploy',
+        file: project.deploy_command!,
+        args: [],
+        shell: true,
+        cwd: wt,
+        env: contractEnv(ctx, job, dirs, {}),
+        files: { repo: wt, inputs: [repo.mirror], writable: [dirs.artefactDir, dirs.home, dirs.tmp] },
+        sandboxed: project.sandbox_deploy,
+        parser: null,
+      },
       log,
     );
   } finally {

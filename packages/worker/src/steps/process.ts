@@ -6,32 +6,50 @@
  * through the job handle, and its picture of the run (usage, cost, session, transcript, the
  * agent's failure classified) is what the exit records.
  */
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { createRunMonitor, type MonitorStop, type RunMonitor } from '@orch/shared/agents/monitor';
 import type { AgentStreamParser, AgentUsage, RunOutput } from '@orch/shared/agents/types';
 import { recordAgentExit, recordRunProgress, restartAgentRun, startAgentRun } from '@orch/shared/db/queries/agent-runs';
 import type { AgentRun, Job, Project } from '@orch/shared/db/types';
+import { isolateCommand, type StepFiles } from '@orch/shared/host/isolation';
 import { startGroupProcess, type ProcessExit } from '@orch/shared/host/process-group';
 import { jobRunDir } from '@orch/shared/host/task-files';
 import { classifyAgentRun, stopFailure, type Failure } from '@orch/shared/pipeline/failures';
-import { childBaseEnv } from '@orch/shared/runtime/config';
+import { stepEnv } from '@orch/shared/runtime/config';
 import type { Logger } from '@orch/shared/runtime/logger';
 import type { JobContext, RunningJob, StopReason } from '../job-handle.ts';
 
 export interface JobDirs {
   artefactDir: string;
   promptFile: string;
+  /** the job's private HOME and TMPDIR (writable in the sandbox; nothing of the worker's) */
+  home: string;
+  tmp: string;
 }
 
 export function jobDirs(ctx: JobContext, project: Project, job: Job): JobDirs {
   const base = jobRunDir(ctx.svc.config.worktreeRoot, project.slug, job.task_id, job.id);
-  return { artefactDir: path.join(base, 'artefacts'), promptFile: path.join(base, 'prompt.md') };
+  return { artefactDir: path.join(base, 'artefacts'), promptFile: path.join(base, 'prompt.md'), home: path.join(base, 'home'), tmp: path.join(base, 'tmp') };
 }
 
-/** The agent contract's variables (§7), on top of the base environment and the agent's own. */
-export function contractEnv(job: Job, dirs: JobDirs, extra: Record<string, string>): Record<string, string> {
+/** Create the job's run dirs (the artefact dir empty). */
+export async function makeJobDirs(dirs: JobDirs): Promise<void> {
+  await fs.rm(dirs.artefactDir, { recursive: true, force: true });
+  for (const d of [dirs.artefactDir, dirs.home, dirs.tmp]) await fs.mkdir(d, { recursive: true });
+}
+
+/**
+ * A step's environment: the allowlisted part of the worker's (runtime/config.ts `stepEnv`: PATH,
+ * locale, what the agent's CLI needs, ORCH_AGENT_ENV_ALLOW), the job's own HOME and TMPDIR, the
+ * agent's variables, and the agent contract's (§7).
+ */
+export function contractEnv(ctx: JobContext, job: Job, dirs: JobDirs, extra: Record<string, string>, passEnv: readonly string[] = []): Record<string, string> {
+  const allow = [...passEnv, ...(ctx.svc.config.agent.sandbox.envAllow ?? [])];
   return {
-    ...childBaseEnv(),
+    ...stepEnv(allow),
+    HOME: dirs.home,
+    TMPDIR: dirs.tmp,
     ...extra,
     ORCH_TASK_ID: String(job.task_id),
     ORCH_JOB_ID: String(job.id),
@@ -51,6 +69,10 @@ export interface StepProcessSpec {
   shell: boolean;
   cwd: string;
   env: Record<string, string>;
+  /** what the step may see and write (its repository is `cwd`) */
+  files: StepFiles;
+  /** run it in the sandbox (when this worker has one); false only for a project's unsandboxed deploy */
+  sandboxed: boolean;
   parser: AgentStreamParser | null;
   /** the session this run continues (recorded on its row) */
   resumedSessionId?: string | null;
@@ -97,12 +119,13 @@ export async function runStepProcess(ctx: JobContext, rj: RunningJob, spec: Step
     log.warn({ reason: stop.reason, detail: stop.detail }, `${spec.agentName}: ${stop.reason}; stopping it`);
     void rj.requestStop(stop.reason, stop.detail);
   };
+  const cmd = isolateCommand(svc.config, ctx.isolation, { jobId: rj.job.id, file: spec.file, args: spec.args, shell: spec.shell, sandboxed: spec.sandboxed, env: spec.env, files: spec.files });
   const proc = startGroupProcess({
-    file: spec.file,
-    args: spec.args,
-    shell: spec.shell,
+    file: cmd.file,
+    args: cmd.args,
     cwd: spec.cwd,
     env: spec.env,
+    sandboxed: cmd.sandboxed,
     onStdoutLine: monitor ? (line) => onVerdict(monitor.onLine(line, Date.now())) : undefined,
   });
   rj.proc = proc;
@@ -142,6 +165,7 @@ export async function runStepProcess(ctx: JobContext, rj: RunningJob, spec: Step
       )
     : null;
   const exit = await proc.exited;
+  await cmd.release().catch((err: unknown) => log.warn({ err }, 'could not remove the step cgroups'));
   clearTimeout(timeout);
   if (watch) clearInterval(watch);
   rj.proc = null;

@@ -24,6 +24,8 @@ export interface QueueSnapshot {
     }>;
   };
   workers: Awaited<ReturnType<typeof listActiveWorkers>>;
+  /** what an operator must know first: workers whose agents run unsandboxed, one line per host */
+  warnings: string[];
   reaper: {
     enabled: boolean;
     leader: string | null;
@@ -81,6 +83,7 @@ export async function queueSnapshot(
   return {
     jobs: { counts, running: running.rows },
     workers,
+    warnings: [...new Set(workers.filter((w) => w.isolation?.warning).map((w) => `${w.host}: ${w.isolation!.warning}`))],
     reaper: {
       enabled: settings.reaperEnabled,
       leader: leader ? `${leader.host}:${leader.pid}` : null,

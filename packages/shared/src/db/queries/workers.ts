@@ -1,8 +1,19 @@
 import { sql } from 'kysely';
 import type { DbOrTx } from '../client.ts';
 
-export async function registerWorker(db: DbOrTx, w: { id: string; host: string; pid: number; slots: number }): Promise<void> {
-  await db.insertInto('workers').values({ id: w.id, host: w.host, pid: w.pid, slots: w.slots }).execute();
+/** What a worker runs its steps with (host/isolation.ts makes it; stored as the row's jsonb). */
+export interface WorkerIsolation {
+  sandbox: 'bwrap' | 'none';
+  network: 'on' | 'off';
+  limits: string;
+  warning: string | null;
+}
+
+export async function registerWorker(db: DbOrTx, w: { id: string; host: string; pid: number; slots: number; isolation?: WorkerIsolation }): Promise<void> {
+  await db
+    .insertInto('workers')
+    .values({ id: w.id, host: w.host, pid: w.pid, slots: w.slots, isolation: w.isolation ? JSON.stringify(w.isolation) : null })
+    .execute();
 }
 
 export async function heartbeatWorker(db: DbOrTx, id: string): Promise<void> {
@@ -32,12 +43,14 @@ export interface WorkerView {
   heartbeat_at: Date;
   heartbeat_age_s: number;
   running: number;
+  /** null for a worker of an orch before the sandbox */
+  isolation: WorkerIsolation | null;
 }
 
 /** Workers not stopped, or stopped but still owning running jobs. */
 export async function listActiveWorkers(db: DbOrTx): Promise<WorkerView[]> {
   const r = await sql<WorkerView>`
-    SELECT w.id, w.host, w.pid, w.heartbeat_at,
+    SELECT w.id, w.host, w.pid, w.heartbeat_at, w.isolation,
            round(extract(epoch FROM now() - w.heartbeat_at)::numeric, 3)::float8 AS heartbeat_age_s,
            (SELECT count(*)::int FROM jobs j WHERE j.worker_id = w.id AND j.status = 'running') AS running
     FROM workers w
