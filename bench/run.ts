@@ -1,5 +1,5 @@
 /**
- * `node bench/run.ts [dispatch|overhead|throughput|requeue|stop|sandbox|all]` — prints a markdown table
+ * `node bench/run.ts [dispatch|overhead|throughput|requeue|stop|sandbox|claim-scale|all]` — prints a markdown table
  * per benchmark and writes the same to bench/results/latest.md. Figures only: no assertion on time.
  */
 import fs from 'node:fs/promises';
@@ -14,6 +14,7 @@ const BENCHES: Record<string, () => Promise<Section[]>> = {
   requeue: async () => (await import('./requeue.ts')).benchRequeue(),
   stop: async () => (await import('./stop.ts')).benchStop(),
   sandbox: async () => (await import('./sandbox.ts')).benchSandbox(),
+  'claim-scale': async () => (await import('./claim-scale.ts')).benchClaimScale(),
 };
 
 async function main(): Promise<number> {

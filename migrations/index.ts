@@ -9,6 +9,7 @@ import * as periodicIndexes from './20261125T0003_periodic_indexes.ts';
 import * as planeGiteaToday from './20261203T0001_plane_gitea_today.ts';
 import * as agentFailures from './20261203T0004_agent_failures.ts';
 import * as sandbox from './20261203T0005_sandbox.ts';
+import * as flatClaims from './20261203T0006_flat_claims.ts';
 
 export const migrations: Record<string, Migration> = {
   '20261125T0001_initial': initial,
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '20261203T0001_plane_gitea_today': planeGiteaToday,
   '20261203T0004_agent_failures': agentFailures,
   '20261203T0005_sandbox': sandbox,
+  '20261203T0006_flat_claims': flatClaims,
 };

@@ -317,8 +317,9 @@ describe('targeted race: a claim in flight while a STOP completes', () => {
     const svc = orch.rt.svc;
     await registerWorker(svc.db, { id: 'race-w', host: 'model-host', pid: process.pid, slots: 1 });
     const t = await createTask(svc, { project: 'p', title: 'race' }, 'model');
-    // Replay claimNextJob's statements on a session of our own and pause between its SELECT …
-    // FOR UPDATE (the task was not being cancelled then) and its UPDATE to running.
+    // Play a claim on a session of our own: claimNextJob's one statement row-locks the job it
+    // picks (FOR UPDATE, when the task was not being cancelled) and then turns it running; here
+    // the two steps are split, with a pause between them.
     const claim = new pg.Client({ connectionString: orch.url });
     await claim.connect();
     try {

@@ -57,6 +57,7 @@ export const JobSchema = z
   .strictObject({
     id,
     task_id: id,
+    project_id: id.openapi({ description: "the task's project (claims walk each project's queue)" }),
     stage: z.enum(WORK_STAGES as readonly [WorkStage, ...WorkStage[]]),
     status: z.enum(JOB_STATUSES),
     attempt: z.number().int(),
@@ -77,6 +78,7 @@ export const JobSchema = z
     created_at: timestamp,
     detail: z.string().nullable().openapi({ description: 'the failure in words (the agent\'s error, the gate\'s verdict with the test output tail, the budget or stall figure)' }),
     failure_class: FAILURE_CLASS.nullable().openapi({ description: 'config: blocked at once; transient: retried with backoff; agent: retried with the failure in the prompt' }),
+    preferred_host: z.string().nullable().openapi({ description: "the host that ran the task's previous stage and holds its worktree; other hosts leave the job to it for ORCH_AFFINITY_WAIT_MS" }),
   })
   .openapi('Job');
 

@@ -58,12 +58,13 @@ function bossDb(tx: Kysely<Database>) {
 
 /**
  * Send a wake token inside `tx` (and NOTIFY idle workers when it is due now).
- * `jobId` is a hint for logs; workers always claim the oldest claimable job.
+ * `jobId` is a hint for logs; workers always claim the oldest claimable job. The NOTIFY payload
+ * is the job id, and `@<host>` when the job prefers a host (`dispatchPreferredHost` reads it).
  */
 export async function sendDispatch(
   boss: PgBoss,
   tx: Kysely<Database>,
-  token: { jobId?: number; reason: string; startAfter?: Date },
+  token: { jobId?: number; reason: string; startAfter?: Date; preferredHost?: string | null },
 ): Promise<void> {
   const due = !token.startAfter || token.startAfter.getTime() <= Date.now();
   await boss.send(
@@ -71,5 +72,12 @@ export async function sendDispatch(
     { jobId: token.jobId ?? null, reason: token.reason },
     { db: bossDb(tx), ...(due ? {} : { startAfter: token.startAfter }) },
   );
-  if (due) await sql`SELECT pg_notify(${DISPATCH_CHANNEL}, ${String(token.jobId ?? '')})`.execute(tx);
+  const payload = `${token.jobId ?? ''}${token.preferredHost ? `@${token.preferredHost}` : ''}`;
+  if (due) await sql`SELECT pg_notify(${DISPATCH_CHANNEL}, ${payload})`.execute(tx);
+}
+
+/** The host a dispatch NOTIFY's job prefers (`<job id>@<host>`), or null. */
+export function dispatchPreferredHost(payload: string): string | null {
+  const at = payload.indexOf('@');
+  return at < 0 ? null : payload.slice(at + 1);
 }

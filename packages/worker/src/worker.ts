@@ -14,7 +14,7 @@ import { claimNextJob, heartbeatJobs, watchJobs } from '@orch/shared/db/queries/
 import { pendingCancels } from '@orch/shared/db/queries/tasks';
 import { heartbeatWorker, markWorkerStopped, registerWorker } from '@orch/shared/db/queries/workers';
 import type { Logger } from '@orch/shared/runtime/logger';
-import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE } from '@orch/shared/queue';
+import { CANCEL_CHANNEL, DISPATCH_CHANNEL, DISPATCH_QUEUE, dispatchPreferredHost } from '@orch/shared/queue';
 import type { Services } from '@orch/shared/runtime/services';
 import { killOrphanAgents } from '@orch/shared/host/orphans';
 import { sweepWorktrees } from '@orch/shared/host/janitor';
@@ -68,6 +68,8 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
   let draining: Promise<void> | null = null;
   let drainAgain = false;
   let isolation: Isolation | null = opts.isolation ?? null;
+  let affinityTimer: NodeJS.Timeout | null = null;
+  let affinityDue = 0;
 
   const never = (what: string) => (err: unknown) => {
     stats.errors++;
@@ -98,7 +100,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
         while (!stopping && isolation && running.size < cfg.workerSlots) {
           // One token per claim, so tokens we cannot use stay for other workers.
           const tokens = await svc.boss.fetch(DISPATCH_QUEUE, { batchSize: 1 });
-          const job = await claimNextJob(svc.db, { workerId: id, host: cfg.hostId, pid: process.pid, maxConcurrency: cfg.maxConcurrency });
+          const job = await claimNextJob(svc.db, { workerId: id, host: cfg.hostId, pid: process.pid, maxConcurrency: cfg.maxConcurrency, affinityWaitMs: cfg.affinityWaitMs });
           if (job) launch(new RunningJob(job, cfg.stop.graceS)); // start first: the token can wait
           if (tokens?.length) await svc.boss.complete(DISPATCH_QUEUE, tokens.map((t) => t.id));
           if (!job) {
@@ -118,6 +120,31 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
         draining = null;
       });
     return draining;
+  }
+
+  /**
+   * A wake for a job that prefers another host (stage affinity): that host may claim it at once,
+   * this one only once ORCH_AFFINITY_WAIT_MS is over, so look then (one timer for all such wakes).
+   */
+  function wake(payload: string): void {
+    const preferred = dispatchPreferredHost(payload);
+    if (preferred === null || preferred === cfg.hostId || cfg.affinityWaitMs === 0) {
+      void drain();
+      return;
+    }
+    if (stopping) return;
+    affinityDue = Date.now() + cfg.affinityWaitMs + 5; // + a margin: the wait is measured by the database clock
+    if (!affinityTimer) armAffinityTimer();
+  }
+
+  function armAffinityTimer(): void {
+    affinityTimer = setTimeout(() => {
+      affinityTimer = null;
+      if (stopping) return;
+      void drain();
+      if (Date.now() < affinityDue) armAffinityTimer(); // a later wake is still waiting
+    }, Math.max(0, affinityDue - Date.now()));
+    affinityTimer.unref();
   }
 
   /** Stop jobs whose task is being cancelled or whose row was flipped by someone else. */
@@ -188,7 +215,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
         opts.connectionString,
         [DISPATCH_CHANNEL, CANCEL_CHANNEL],
         (channel, payload) => {
-          if (channel === DISPATCH_CHANNEL) void drain();
+          if (channel === DISPATCH_CHANNEL) wake(payload);
           else if (channel === CANCEL_CHANNEL) {
             void checkCancels().catch(never('cancel watch'));
             if (/^\d+$/.test(payload)) void completeForeignCancels([Number(payload)]);
@@ -234,6 +261,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
         await all();
       }
       for (const t of timers) clearInterval(t);
+      if (affinityTimer) clearTimeout(affinityTimer);
       await listener?.close();
       await markWorkerStopped(svc.db, id).catch(never('mark stopped'));
       log.info(stats, 'worker stopped');

@@ -75,6 +75,8 @@ export interface WorkersTable {
 export interface JobsTable {
   id: Generated<number>;
   task_id: number;
+  /** the task's project, copied at insert so claims walk each project's queue (migration 0006) */
+  project_id: number;
   stage: WorkStage;
   status: Generated<JobStatus>;
   attempt: Generated<number>;
@@ -96,6 +98,8 @@ export interface JobsTable {
   detail: string | null;
   failure_class: FailureClass | null;
   created_at: Timestamp;
+  /** the host holding the task's worktree (it ran the previous stage): preferred by claims for ORCH_AFFINITY_WAIT_MS */
+  preferred_host: string | null;
 }
 
 export interface AgentRunsTable {

@@ -37,7 +37,7 @@ export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<
     case 'none':
       return;
     case 'retry':
-      await enqueueJob(tx, boss, { taskId: task.id, stage: job.stage, attempt: then.attempt, delayS: then.delayS });
+      await enqueueJob(tx, boss, { taskId: task.id, stage: job.stage, attempt: then.attempt, delayS: then.delayS, preferredHost: job.host });
       await appendEvent(tx, {
         taskId: task.id,
         jobId: job.id,
@@ -55,7 +55,7 @@ export async function applyThen(tx: DbOrTx, boss: Boss, a: ApplyInput): Promise<
     case 'send_back': {
       const moved = await moveTaskStage(tx, task.id, job.stage, then.to, { reviewRounds: then.reviewRounds });
       if (!moved) return skipped(tx, a, then.to);
-      await enqueueJob(tx, boss, { taskId: task.id, stage: then.to, attempt: 1 });
+      await enqueueJob(tx, boss, { taskId: task.id, stage: then.to, attempt: 1, preferredHost: job.host });
       await appendEvent(tx, {
         taskId: task.id,
         jobId: job.id,
@@ -105,7 +105,8 @@ async function advance(tx: DbOrTx, boss: Boss, a: ApplyInput, to: Stage, reason:
     return;
   }
   if (to === 'review') await reportToTracker(tx, task, project, { role: 'in_review' });
-  await enqueueJob(tx, boss, { taskId: task.id, stage: to as WorkStage, attempt: 1 });
+  // the host that ran this stage holds the task's worktree: the next stage prefers it
+  await enqueueJob(tx, boss, { taskId: task.id, stage: to as WorkStage, attempt: 1, preferredHost: job.host });
 }
 
 /** A task reached done or cancelled: open the gates it was holding (serial, dependencies). */

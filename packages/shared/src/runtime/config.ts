@@ -79,6 +79,12 @@ export const SETTINGS = {
     },
     workerShutdownS: number('ORCH_WORKER_SHUTDOWN_S', { default: 30, min: 0, doc: 'On SIGTERM: let running jobs finish this long, then stop their agents and requeue their jobs.' }),
     dispatchPollS: number('ORCH_DISPATCH_POLL_S', { default: 2, min: 0.05, doc: 'Idle workers look for claimable work this often besides NOTIFY (a backstop).' }),
+    affinityWaitMs: number('ORCH_AFFINITY_WAIT_MS', {
+      default: 50,
+      int: true,
+      min: 0,
+      doc: "A task's next stage (or retry) is left to the host that ran the previous one, which holds its worktree, for this long after it is due (ms); then any host may claim it. 0 = no preference.",
+    }),
     jobMaxAttempts: number('ORCH_JOB_MAX_ATTEMPTS', { default: 3, int: true, min: 1, doc: 'Attempts per stage before the task is blocked.' }),
     retryBackoffBaseS: number('ORCH_RETRY_BACKOFF_BASE_S', { default: 10, min: 0, doc: 'A retry waits base · 2^(attempt−1) seconds, at most 300.' }),
     maxReviewRounds: number('ORCH_MAX_REVIEW_ROUNDS', { default: 3, int: true, min: 0, doc: 'review → implementation send-backs before the task is blocked (review_rounds_exhausted).' }),

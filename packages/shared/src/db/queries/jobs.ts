@@ -10,15 +10,17 @@ import type { FailureClass } from '../../pipeline/failures.ts';
 
 export async function insertQueuedJob(
   db: DbOrTx,
-  j: { taskId: number; stage: WorkStage; attempt: number; delayS?: number },
+  j: { taskId: number; stage: WorkStage; attempt: number; delayS?: number; preferredHost?: string | null },
 ): Promise<Job> {
   return db
     .insertInto('jobs')
     .values({
       task_id: j.taskId,
+      project_id: sql<number>`(SELECT project_id FROM tasks WHERE id = ${j.taskId})`,
       stage: j.stage,
       attempt: j.attempt,
       run_after: sql<Date>`now() + make_interval(secs => ${j.delayS ?? 0})`,
+      preferred_host: j.preferredHost ?? null,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -75,49 +77,65 @@ export interface Claimer {
   host: string;
   pid: number;
   maxConcurrency: number;
+  /** ORCH_AFFINITY_WAIT_MS: a job preferring another host is left to it this long after it is due (0 or absent: no wait) */
+  affinityWaitMs?: number;
 }
 
 /**
- * Claim the oldest claimable queued job (`queued → running`), stamping worker/host/pid.
- * Runs in its own transaction under a fleet-wide advisory lock, so the fleet cap
- * (`maxConcurrency`) and each project's `max_concurrency` hold exactly under races.
- * Claimable: due, task not terminal and not being cancelled, caps not reached.
+ * Claim the oldest claimable queued job (`queued → running`), stamping worker/host/pid, in one
+ * statement. It runs in its own transaction after the fleet-wide claim lock, so its snapshot
+ * sees every earlier claim and the fleet cap (`maxConcurrency`) and each project's
+ * `max_concurrency` hold exactly under races (docs/adr/0013: the lock is held for the one
+ * statement). Claimable: due, task not terminal and not being cancelled, caps not reached, and
+ * either preferring no other host or due for longer than the affinity wait (database clock).
+ *
+ * Flat in the backlog: only projects with a free slot are looked at, and each one's queue is
+ * entered at its head through `jobs_queued_project` (a LATERAL pick), so the cost follows the
+ * number of projects, not of queued jobs. The oldest of those heads wins; a head row-locked by
+ * someone else (a cancel in flight) is skipped.
  */
 export async function claimNextJob(db: DbOrTx, c: Claimer): Promise<Job | null> {
   return db.transaction().execute(async (tx) => {
     await takeClaimLock(tx);
-    const candidate = await sql<{ id: number }>`
-      WITH running AS (
-        SELECT t.project_id, count(*)::int AS n
-        FROM jobs j JOIN tasks t ON t.id = j.task_id
-        WHERE j.status = 'running'
-        GROUP BY t.project_id
+    const claimed = await sql<Job>`
+      WITH heads AS (
+        SELECT head.id
+        FROM projects p
+        CROSS JOIN LATERAL (
+          SELECT j.id
+          FROM jobs j
+          JOIN tasks t ON t.id = j.task_id
+          WHERE j.project_id = p.id
+            AND j.status = 'queued'
+            AND j.run_after <= now()
+            AND ${stageIsLive('t.stage')}
+            AND t.cancel_requested_at IS NULL
+            AND (j.preferred_host IS NULL OR j.preferred_host = ${c.host}
+                 OR j.run_after <= now() - make_interval(secs => ${(c.affinityWaitMs ?? 0) / 1000}))
+          ORDER BY j.project_id, j.run_after, j.id -- jobs_queued_project's order: the head is its first entry
+          LIMIT 1
+        ) head
+        WHERE (SELECT count(*) FROM jobs r WHERE r.project_id = p.id AND r.status = 'running') < p.max_concurrency
+          AND (SELECT count(*) FROM jobs WHERE status = 'running') < ${c.maxConcurrency}
+      ),
+      pick AS (
+        -- the heads by primary key: a join here may be planned as a hash join over all of jobs
+        -- (projects is small and seldom analyzed, so its row estimate is a guess)
+        SELECT j.id
+        FROM jobs j
+        WHERE j.id = ANY(ARRAY(SELECT id FROM heads))
+          AND j.status = 'queued'
+        ORDER BY j.run_after, j.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
       )
-      SELECT j.id
-      FROM jobs j
-      JOIN tasks t ON t.id = j.task_id
-      JOIN projects p ON p.id = t.project_id
-      LEFT JOIN running r ON r.project_id = p.id
-      WHERE j.status = 'queued'
-        AND j.run_after <= now()
-        AND ${stageIsLive('t.stage')}
-        AND t.cancel_requested_at IS NULL
-        AND coalesce(r.n, 0) < p.max_concurrency
-        AND (SELECT coalesce(sum(n), 0) FROM running) < ${c.maxConcurrency}
-      ORDER BY j.run_after, j.id
-      LIMIT 1
-      FOR UPDATE OF j SKIP LOCKED
+      UPDATE jobs
+      SET status = 'running', worker_id = ${c.workerId}, host = ${c.host}, pid = ${c.pid}, started_at = now(), heartbeat_at = now()
+      FROM pick
+      WHERE jobs.id = pick.id AND jobs.status = 'queued'
+      RETURNING jobs.*
     `.execute(tx);
-    const id = candidate.rows[0]?.id;
-    if (id === undefined) return null;
-    const claimed = await tx
-      .updateTable('jobs')
-      .set({ status: 'running', worker_id: c.workerId, host: c.host, pid: c.pid, started_at: sql`now()`, heartbeat_at: sql`now()` })
-      .where('id', '=', id)
-      .where('status', '=', 'queued')
-      .returningAll()
-      .executeTakeFirst();
-    return claimed ?? null;
+    return claimed.rows[0] ?? null;
   });
 }
 
