@@ -135,6 +135,10 @@ describe('orch up at a terminal', () => {
       await waitFor(async () => (await fetch(`${base}/readyz`).catch(() => null))?.ok, 90_000, 'orch up ready');
       const url = `postgres://orch:orch@127.0.0.1:${env.ORCH_EMBEDDED_PG_PORT}/orch`;
       const said = /^orch up: database: (\S+)/m.exec(out);
+      // and what its agents run in: the sandbox where bubblewrap works here, else a warning
+      await waitFor(async () => /^orch up: agents: sandbox /m.test(out), 10_000, 'isolation line');
+      expect(out).toMatch(/^orch up: agents: sandbox (bwrap|none \(unsandboxed\)), network on, limits: /m);
+      if (/agents: sandbox none/.test(out)) expect(out).toMatch(/^orch up: WARNING: agents run unsandboxed/m);
       const db = await execa(process.execPath, [CLI, 'db', 'url'], { env, reject: false });
       expect(db.stdout).toBe(url);
 

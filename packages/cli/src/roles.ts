@@ -16,6 +16,8 @@ export interface RoleOptions {
   port?: number;
   /** api: told the address it listens on */
   onListening?: (url: string) => void;
+  /** worker: told what it runs steps with (sandbox, network, limits) and any warning */
+  onIsolation?: (summary: string, warning: string | null) => void;
 }
 
 export interface Role {
@@ -52,8 +54,8 @@ export const ROLES = {
   worker: {
     name: 'orch-worker',
     superviseBoss: false,
-    async start(rt, log) {
-      const [{ createWorker }, { createAgent }, { SandboxUnavailableError }] = await Promise.all([
+    async start(rt, log, opts) {
+      const [{ createWorker }, { createAgent }, { SandboxUnavailableError, describeIsolation }] = await Promise.all([
         import('@orch/worker/worker'),
         import('@orch/shared/agents/index'),
         import('@orch/shared/host/isolation'),
@@ -63,6 +65,8 @@ export const ROLES = {
         if (err instanceof SandboxUnavailableError) throw new CliError(err.message);
         throw err;
       });
+      const iso = worker.isolation();
+      if (iso) opts.onIsolation?.(describeIsolation(iso), iso.warning);
       return () => worker.stop();
     },
   },

@@ -53,6 +53,8 @@ export interface OrchWorker {
   checkCancels(): Promise<void>;
   /** one pass of the worktree janitor on this host (runs at start and every 10 s) */
   janitor(): Promise<number>;
+  /** what it runs steps with, once started */
+  isolation(): Isolation | null;
 }
 
 export function createWorker(opts: WorkerOptions): OrchWorker {
@@ -201,6 +203,7 @@ export function createWorker(opts: WorkerOptions): OrchWorker {
     id,
     stats,
     janitor,
+    isolation: () => isolation,
     running: () => [...running.keys()],
     drain,
     checkCancels,

@@ -81,6 +81,7 @@ export const upCommand: CommandSpec = {
             await role.start(rt, log, {
               port: values.port ? Number(values.port) : undefined,
               onListening: (base) => say(`api on ${base} (queue: ${base}/queue, tasks: ${base}/tasks)`),
+              onIsolation: (summary, warning) => say(`agents: ${summary}${warning ? `\norch up: WARNING: ${warning}` : ''}`),
             }),
           );
         }
