@@ -140,6 +140,13 @@ export async function syncMirror(root: string, projectSlug: string, remoteUrl: s
   return { mirror, remoteUrl };
 }
 
+/** A ref's sha read from its loose file (a fetch writes one; the mirror never packs, gc.auto=0), or null. */
+async function looseRef(gitDir: string, ref: string): Promise<string | null> {
+  const text = await fs.readFile(path.join(gitDir, ref), 'utf8').catch(() => null);
+  const sha = text?.trim() ?? '';
+  return /^[0-9a-f]{40}$/.test(sha) ? sha : null;
+}
+
 async function remoteBranchSha(repo: ProjectRepo, branch: string): Promise<string | null> {
   const r = await git(['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${branch}`], { cwd: repo.mirror, allowFail: true });
   return r.exitCode === 0 && r.stdout ? r.stdout : null;
@@ -208,7 +215,7 @@ export async function prepareWorktree(
     await git(['fetch', '--quiet', '--no-tags', repo.mirror, ...refs], { cwd: dir });
     const how = opts.detach ? ['--detach'] : ['-B', opts.branch];
     await git(['checkout', '--quiet', ...how, from], { cwd: dir });
-    const sha = (await git(['rev-parse', '--verify', `${from}^{commit}`], { cwd: repo.mirror })).stdout;
+    const sha = start === opts.branch && remoteBranch ? remoteBranch : (await git(['rev-parse', '--verify', `${from}^{commit}`], { cwd: repo.mirror })).stdout;
     return { dir, from, sha, branchExists: remoteBranch !== null };
   });
 }
@@ -261,12 +268,12 @@ export async function pushBranch(
   // the task's own lock: its ref in the mirror is its own, so other tasks' pushes do not wait
   return withRepoLock(dir, async () => {
     await retryOnLock(() => git(['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', gitDir, `+HEAD:${ref}`], { cwd: repo.mirror }));
-    const sha = (await git(['rev-parse', '--verify', `${ref}^{commit}`], { cwd: repo.mirror })).stdout;
+    const sha = (await looseRef(repo.mirror, ref)) ?? (await git(['rev-parse', '--verify', `${ref}^{commit}`], { cwd: repo.mirror })).stdout;
     // the branch did not move (no commit): nothing to push
     if (opts.unlessAt === sha) return { sha, pushed: false };
+    // pushed to the named remote, so git moves the mirror's refs/remotes/origin/<branch> too (the
+    // gates read it there)
     await git(['-c', 'core.hooksPath=/dev/null', 'push', '--quiet', '--no-verify', 'origin', `${sha}:refs/heads/${branch}`], { cwd: repo.mirror });
-    // the mirror's view of the remote now has it too (the gates read it there)
-    await retryOnLock(() => git(['update-ref', `refs/remotes/origin/${branch}`, sha], { cwd: repo.mirror }));
     return { sha, pushed: true };
   });
 }
