@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { defineConfig } from 'vitest/config';
+import { bwrapArgs, PROBE_PLAN } from './packages/shared/src/host/sandbox.ts';
 
 /**
  * The suites run a second time with every agent in the sandbox (ORCH_AGENT_SANDBOX=bwrap,
@@ -16,10 +17,8 @@ const SANDBOXED_SUITES = [
   'tests/reaper-integration.test.ts',
   'tests/reaper-chaos.test.ts',
 ];
-const bwrapWorks =
-  spawnSync('bwrap', ['--ro-bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--unshare-user', '--disable-userns', '--cap-drop', 'ALL', '--unshare-pid', '--die-with-parent', 'true'], {
-    stdio: 'ignore',
-  }).status === 0;
+// the same probe as a worker's (host/isolation.ts probeBwrap): every namespace a job uses
+const bwrapWorks = spawnSync('bwrap', [...bwrapArgs(PROBE_PLAN), '--', 'true'], { stdio: 'ignore' }).status === 0;
 
 export default defineConfig({
   test: {

@@ -11,7 +11,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { git, prepareWorktree, syncMirror } from '../packages/shared/src/host/git.ts';
 import { probeBwrap } from '../packages/shared/src/host/isolation.ts';
-import { bwrapArgs } from '../packages/shared/src/host/sandbox.ts';
+import { bwrapArgs, PROBE_PLAN } from '../packages/shared/src/host/sandbox.ts';
 import { dispatchSamples } from './dispatch.ts';
 import { execa } from './deps.ts';
 import { LATENCY_HEADER, latencyRow, nowMs, startBenchOrch, summary, fmt, type Section } from './support.ts';
@@ -25,7 +25,7 @@ export async function benchSandbox(opts: { samples?: number } = {}): Promise<Sec
 
   const bare: number[] = [];
   const shell: number[] = [];
-  const plan = { hide: ['/tmp'], readOnly: [], blank: [], hideAgain: [], inputs: [], writable: [], pinned: [], network: true, cwd: '/' };
+  const plan = { ...PROBE_PLAN, hide: ['/tmp'], network: true };
   for (let i = 0; i < 50; i++) {
     let t = nowMs();
     await execa(probe.bin!, [...bwrapArgs(plan), '--', '/bin/sh', '-c', 'true'], { stdin: 'ignore' });

@@ -28,7 +28,7 @@ export const doctorCommand: CommandSpec = {
     let refused: string | null = null;
     let view = null;
     try {
-      view = isolationView(await detectIsolation(cfg, pathVar));
+      view = isolationView(await detectIsolation(cfg, pathVar, probe));
     } catch (err) {
       if (!(err instanceof SandboxUnavailableError)) throw err;
       refused = err.message;

@@ -68,7 +68,7 @@ export interface WorkersTable {
   started_at: Timestamp;
   heartbeat_at: Timestamp;
   stopped_at: NullableTimestamp;
-  /** what the worker runs its steps with (host/isolation.ts IsolationView) */
+  /** what the worker runs its steps with (db/queries/workers.ts WorkerIsolation) */
   isolation: Json | null;
 }
 

@@ -9,9 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import type { WorkerIsolation } from '../db/queries/workers.ts';
 import type { Config } from '../runtime/config.ts';
 import { createJobCgroups, describeLimits, detectLimits, limitedArgv, removeJobCgroups, type LimitsPlan } from './limits.ts';
-import { bwrapArgs, decideIsolation, type SandboxPlan, type SandboxProbe } from './sandbox.ts';
+import { bwrapArgs, decideIsolation, PROBE_PLAN, type SandboxPlan, type SandboxProbe } from './sandbox.ts';
 
 export interface Isolation {
   sandbox: 'bwrap' | 'none';
@@ -23,13 +24,8 @@ export interface Isolation {
   warning: string | null;
 }
 
-/** What GET /queue, the worker row and `orch doctor` show. */
-export interface IsolationView {
-  sandbox: 'bwrap' | 'none';
-  network: 'on' | 'off';
-  limits: string;
-  warning: string | null;
-}
+/** What GET /queue, the worker row and `orch doctor` show: the worker row's shape. */
+export type IsolationView = WorkerIsolation;
 
 export class SandboxUnavailableError extends Error {
   constructor(message: string) {
@@ -58,8 +54,7 @@ function findOnPath(name: string, pathVar: string | undefined): string | null {
 export async function probeBwrap(pathVar: string | undefined): Promise<SandboxProbe & { bin: string | null }> {
   const bin = findOnPath('bwrap', pathVar);
   if (!bin) return { ok: false, reason: 'bwrap is not installed (not on PATH)', version: null, bin: null };
-  const plan: SandboxPlan = { hide: [], readOnly: [], blank: [], hideAgain: [], inputs: [], writable: [], pinned: [], network: false, cwd: '/' };
-  const r = await execa(bin, [...bwrapArgs(plan), '--', 'true'], { reject: false, stdin: 'ignore', timeout: 10_000, env: { PATH: '/usr/bin:/bin' }, extendEnv: false });
+  const r = await execa(bin, [...bwrapArgs(PROBE_PLAN), '--', 'true'], { reject: false, stdin: 'ignore', timeout: 10_000, env: { PATH: '/usr/bin:/bin' }, extendEnv: false });
   const v = await execa(bin, ['--version'], { reject: false, stdin: 'ignore', timeout: 5000 });
   const version = v.exitCode === 0 ? String(v.stdout).trim() : null;
   if (r.exitCode === 0) return { ok: true, reason: null, version, bin };
@@ -70,11 +65,11 @@ export async function probeBwrap(pathVar: string | undefined): Promise<SandboxPr
 /**
  * The isolation this worker runs with. ORCH_AGENT_SANDBOX=bwrap without a working bubblewrap
  * throws SandboxUnavailableError (one line, with how to install it); `auto` falls back with a
- * warning.
+ * warning. `probed`: a probe already made (`orch doctor` shows it too).
  */
-export async function detectIsolation(config: Config, pathVar: string | undefined): Promise<Isolation> {
+export async function detectIsolation(config: Config, pathVar: string | undefined, probed?: Awaited<ReturnType<typeof probeBwrap>>): Promise<Isolation> {
   const a = config.agent.sandbox;
-  const probe = a.mode === 'none' ? { ok: false, reason: null, version: null, bin: null } : await probeBwrap(pathVar);
+  const probe = a.mode === 'none' ? { ok: false, reason: null, version: null, bin: null } : (probed ?? (await probeBwrap(pathVar)));
   const decision = decideIsolation(a.mode, probe);
   if ('refuse' in decision) throw new SandboxUnavailableError(decision.refuse);
   return {

@@ -65,23 +65,22 @@ function groupAlive(pid: number): boolean {
  * SIGTERM while they ignore it — so orphan sweeps must look at the members, not the leader pid.
  */
 export async function groupMembers(leader: number): Promise<number[]> {
-  const members = liveProcesses()
-    .filter((p) => p.pgrp === leader || p.session === leader)
-    .map((p) => p.pid);
+  const procs = liveProcesses();
+  const members = procs.filter((p) => p.pgrp === leader || p.session === leader).map((p) => p.pid);
   // a sandbox's processes live in a session (and pid namespace) of their own
-  return [...new Set([...members, ...sandboxMembers(leader)])];
+  return [...new Set([...members, ...sandboxMembers(leader, procs)])];
 }
 
 /**
  * The processes of the sandbox `outer` started, but for its pid 1 (bwrap's init, which exits
  * when its command does, and whose exit ends the namespace): what a stop's SIGTERM goes to.
  */
-function sandboxMembers(outer: number): number[] {
-  const procs = liveProcesses();
+function sandboxMembers(outer: number, procs = liveProcesses()): number[] {
   const own = pidNamespace(process.pid);
   const init = procs.find((p) => p.ppid === outer && pidNamespace(p.pid) !== own);
-  if (!init) return [];
-  const ns = pidNamespace(init.pid);
+  const ns = init ? pidNamespace(init.pid) : null;
+  // gone meanwhile: no namespace to match (null would match every process we cannot read)
+  if (!init || ns === null) return [];
   return procs.filter((p) => p.pid !== init.pid && pidNamespace(p.pid) === ns).map((p) => p.pid);
 }
 

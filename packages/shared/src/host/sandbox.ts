@@ -38,6 +38,9 @@ export interface SandboxPlan {
   cwd: string;
 }
 
+/** Nothing hidden, shown or writable, no network: the plan a probe runs `true` with (every namespace a job uses). */
+export const PROBE_PLAN: SandboxPlan = { hide: [], readOnly: [], blank: [], hideAgain: [], inputs: [], writable: [], pinned: [], network: false, cwd: '/' };
+
 /** bubblewrap's arguments for a plan (everything before `--` and the command). */
 export function bwrapArgs(plan: SandboxPlan): string[] {
   const a = [
