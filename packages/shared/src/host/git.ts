@@ -25,6 +25,13 @@ class GitError extends Error {
   }
 }
 
+function pathExists(p: string): Promise<boolean> {
+  return fs.access(p).then(
+    () => true,
+    () => false,
+  );
+}
+
 const GIT_ENV = {
   GIT_TERMINAL_PROMPT: '0',
   GIT_AUTHOR_NAME: 'orch',
@@ -68,7 +75,7 @@ export interface ProjectRepo {
  * repository, and never fight over its config lock (a plain `git init` on a shared path does).
  */
 export async function createBareRepo(dir: string, setup?: (staging: string) => Promise<void>): Promise<void> {
-  const inPlace = () => fs.access(path.join(dir, 'config')).then(() => true, () => false);
+  const inPlace = () => pathExists(path.join(dir, 'config'));
   if (await inPlace()) return;
   await fs.mkdir(path.dirname(dir), { recursive: true });
   const staging = await fs.mkdtemp(`${dir}.new-`);
@@ -223,7 +230,7 @@ export async function prepareWorktree(
 async function removeWorktreeUnlocked(repo: ProjectRepo, dir: string): Promise<void> {
   await fs.rm(dir, { recursive: true, force: true });
   // a task's tree made by an orch before the task repositories was a linked worktree of the mirror
-  if (await fs.access(path.join(repo.mirror, 'worktrees')).then(() => true, () => false)) {
+  if (await pathExists(path.join(repo.mirror, 'worktrees'))) {
     await withRepoLock(repo.mirror, () => git(['worktree', 'prune'], { cwd: repo.mirror, allowFail: true }));
   }
 }
@@ -242,7 +249,7 @@ async function trustedGitDir(repo: ProjectRepo, dir: string): Promise<string> {
   const gitDir = path.join(dir, '.git');
   const st = await fs.lstat(gitDir);
   if (!st.isDirectory()) throw new Error(`${gitDir} is not the repository orch made (a ${st.isSymbolicLink() ? 'symlink' : 'file'}): refusing to push from it`);
-  if (await fs.access(path.join(gitDir, 'commondir')).then(() => true, () => false)) throw new Error(`${gitDir} has a commondir: refusing to push from it`);
+  if (await pathExists(path.join(gitDir, 'commondir'))) throw new Error(`${gitDir} has a commondir: refusing to push from it`);
   const alternates = await fs.readFile(path.join(gitDir, 'objects', 'info', 'alternates'), 'utf8').catch(() => '');
   const expected = `${await fs.realpath(path.join(repo.mirror, 'objects'))}\n`;
   if (alternates !== expected) throw new Error(`${gitDir} borrows objects from elsewhere than its project's mirror: refusing to push from it`);
@@ -282,12 +289,7 @@ export async function pushBranch(
 export async function removeTaskWorktree(root: string, projectSlug: string, taskId: number): Promise<void> {
   const dir = worktreePath(root, projectSlug, taskId);
   const mirror = path.join(root, projectSlug, 'mirror.git');
-  let hasMirror = true;
-  try {
-    await fs.access(path.join(mirror, 'HEAD'));
-  } catch {
-    hasMirror = false;
-  }
+  const hasMirror = await pathExists(path.join(mirror, 'HEAD'));
   await removeWorktree(hasMirror ? { mirror, remoteUrl: '' } : null, dir);
   if (!hasMirror) return;
   // and the task's local branch in the mirror (a cache that would otherwise grow forever)
